@@ -1,0 +1,1 @@
+"""nlrepro: a DVC workbench reproducing Nested Learning (HOPE) against Titans and Transformer++."""
