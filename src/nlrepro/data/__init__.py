@@ -1,0 +1,1 @@
+"""The data half of the pipeline: ingest, filter, shard, tokenizer, tokenize."""
