@@ -19,8 +19,7 @@ def main() -> None:
         docs.extend((d, name, t) for d, t in zip(table.column("doc_id").to_pylist(),
                                                  table.column("text").to_pylist()))
     progress = Progress("filter", total=len(docs), unit="docs")
-    kept, stats = filter_documents(docs, params.data.filter)
-    progress.update(len(docs))
+    kept, stats = filter_documents(docs, params.data.filter, progress.update)
     seconds = progress.close()
     if not kept:
         drops = ", ".join(f"{r}={v['docs']}" for r, v in stats.rules.items() if v["docs"])

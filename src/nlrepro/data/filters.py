@@ -13,6 +13,7 @@ import re
 import unicodedata
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -32,8 +33,6 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _TRAILING = re.compile(r"[ \t]+\n")
 _BLANKS = re.compile(r"\n{3,}")
 _WORD = re.compile(r"[a-z']+")
-
-_MERSENNE = np.uint64((1 << 61) - 1)
 
 
 def normalize(text: str) -> str:
@@ -63,29 +62,36 @@ def content_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def _splitmix64(z: np.ndarray) -> np.ndarray:
+    """SplitMix64 finaliser: a strong 64-bit mixer (uint64 arithmetic wraps by design)."""
+    z = z + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
 class MinHasher:
-    """MinHash signatures of word shingles: ``h_i(x) = (a_i x + b_i) mod (2^61 - 1)``
-    over 32-bit BLAKE2 shingle hashes, with ``a_i, b_i`` from a fixed seed."""
+    """MinHash signatures of word shingles. Permutation ``i`` hashes a shingle as
+    ``splitmix64(blake2b64(shingle) XOR s_i)`` with salts ``s_i`` from a fixed seed."""
 
     def __init__(self, num_perm: int, shingle_words: int, seed: int = 1):
         rng = np.random.default_rng(seed)
-        # a < 2^31 and x < 2^32 keep a*x + b below 2^64: no overflow in uint64.
-        self.a = rng.integers(1, 1 << 31, size=num_perm, dtype=np.uint64)
-        self.b = rng.integers(0, 1 << 61, size=num_perm, dtype=np.uint64)
+        self.salts = rng.integers(0, np.iinfo(np.uint64).max, size=num_perm, dtype=np.uint64,
+                                  endpoint=True)
         self.k = shingle_words
 
     def shingles(self, text: str) -> np.ndarray:
         words = text.lower().split()
         grams = {" ".join(words[i:i + self.k]) for i in range(max(1, len(words) - self.k + 1))}
         return np.fromiter(
-            (int.from_bytes(hashlib.blake2b(g.encode(), digest_size=4).digest(), "little")
+            (int.from_bytes(hashlib.blake2b(g.encode(), digest_size=8).digest(), "little")
              for g in sorted(grams)),
             dtype=np.uint64, count=len(grams),
         )
 
     def signature(self, text: str) -> np.ndarray:
-        x = self.shingles(text)[:, None]
-        return ((self.a[None, :] * x + self.b[None, :]) % _MERSENNE).min(axis=0)
+        with np.errstate(over="ignore"):
+            return _splitmix64(self.shingles(text)[:, None] ^ self.salts[None, :]).min(axis=0)
 
 
 def lsh_bands(num_perm: int, threshold: float) -> tuple[int, int]:
@@ -159,14 +165,17 @@ def quality_rule(text: str, cfg: FilterConfig) -> str | None:
     return None
 
 
-def filter_documents(docs: list[tuple[str, str, str]], cfg: FilterConfig
+def filter_documents(docs: list[tuple[str, str, str]], cfg: FilterConfig,
+                     on_doc: Callable[[], None] = lambda: None
                      ) -> tuple[list[tuple[str, str, str]], FilterStats]:
-    """Apply every rule to ``(doc_id, source, text)`` triples in order."""
+    """Apply every rule to ``(doc_id, source, text)`` triples in order; ``on_doc`` is
+    called once per document checked (progress)."""
     stats = FilterStats()
     kept: list[tuple[str, str, str]] = []
     raw_chars: list[int] = []  # dropped characters are counted as ingested
     seen: set[str] = set()
     for doc_id, source, raw in docs:
+        on_doc()
         stats.count_in(source, len(raw))
         text = normalize(raw)
         rule = quality_rule(text, cfg)

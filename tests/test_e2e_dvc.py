@@ -1,0 +1,108 @@
+"""End to end: `dvc repro` in a temporary git clone of the working tree, at smoke size.
+
+Each later stage of the pipeline joins this test, so CI proves the whole pipeline runs
+from a clean checkout. Marked e2e; it takes about a minute.
+"""
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import REPO, smoke_params, stage_env
+
+pytestmark = pytest.mark.e2e
+
+DATA_STAGES = ["ingest@shakespeare", "ingest@synthetic", "filter", "shard", "tokenizer",
+               "tokenize"]
+
+
+def sh(cwd, *cmd, check=True):
+    env = stage_env()
+    env.pop("PYTHONPATH")  # stages must set their own (dvc.yaml), as in a user's shell
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def dvc(cwd, *args, check=True):
+    return sh(cwd, str(Path(sys.executable).parent / "dvc"), *args, check=check)
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory):
+    """Tracked and untracked-but-not-ignored files of the working tree, committed into a
+    fresh git repository, with the smoke preset written into params.yaml."""
+    root = tmp_path_factory.mktemp("clone")
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO,
+                           capture_output=True, text=True, check=True).stdout.split("\0")
+    for rel in filter(None, files):
+        src = REPO / rel
+        if src.is_file() and not rel.startswith(("data/", "metrics/")) and rel != "dvc.lock":
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, root / rel)
+    (root / "params.yaml").write_text(yaml.safe_dump(smoke_params(), sort_keys=False))
+    sh(root, "git", "init", "-q")
+    sh(root, "git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A")
+    sh(root, "git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "smoke")
+    dvc(root, "repro")
+    return root
+
+
+def lock_outs(root):
+    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    return {name: [(o["path"], o["md5"]) for o in st.get("outs", [])]
+            for name, st in lock["stages"].items()}
+
+
+def test_repro_writes_every_data_output(clone):
+    for rel in ["data/raw/shakespeare.parquet", "data/raw/synthetic.parquet",
+                "data/filtered/docs.parquet", "data/shards/manifest.json",
+                "data/tokenizer/tokenizer.json", "data/tokens/manifest.json"]:
+        assert (clone / rel).is_file(), rel
+    manifest = json.loads((clone / "data/tokens/manifest.json").read_text())
+    for split in ("train", "val", "test"):
+        rows = np.load(clone / f"data/tokens/{split}.npy", mmap_mode="r")
+        assert rows.shape == (manifest["splits"][split]["rows"], 65)
+        assert int(rows.max()) < manifest["vocab_size"]
+    metrics = json.loads((clone / "metrics/data.json").read_text())
+    assert metrics["sources"]["shakespeare"]["docs_in"] == 60
+    assert metrics["sources"]["synthetic"]["docs_out"] == 40
+    assert metrics["tokenizer"]["vocab_size"] == 512
+    assert metrics["tokens"]["train"] > metrics["tokens"]["val"] > 0
+    assert set(metrics["filter_drops"]) == {"too_short", "too_long", "low_alpha",
+                                            "not_english", "exact_dup", "near_dup"}
+
+
+def test_second_repro_skips_every_stage(clone):
+    out = dvc(clone, "repro").stdout
+    assert "Running stage" not in out
+    for stage in DATA_STAGES:
+        assert f"Stage '{stage}' didn't change, skipping" in out
+
+
+def test_forced_rerun_gives_byte_identical_outputs(clone):
+    before = lock_outs(clone)
+    dvc(clone, "repro", "-f")
+    assert lock_outs(clone) == before
+
+
+def test_metrics_show_prints_the_data_metrics(clone):
+    out = dvc(clone, "metrics", "show").stdout
+    assert "metrics/data.json" in out and "tokenizer.vocab_size" in out
+
+
+def test_experiment_on_vocab_size_reruns_only_what_depends_on_it(clone):
+    sh(clone, "git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A")
+    sh(clone, "git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "lock")
+    out = dvc(clone, "exp", "run", "-S", "data.tokenizer.vocab_size=384").stdout
+    for stage in DATA_STAGES[:4]:
+        assert f"Stage '{stage}' didn't change, skipping" in out
+    assert "Running stage 'tokenizer'" in out and "Running stage 'tokenize'" in out
+    metrics = json.loads((clone / "metrics/data.json").read_text())
+    assert metrics["tokenizer"]["vocab_size"] == 384
