@@ -9,12 +9,15 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional, Union
+from typing import Any, Literal, Optional, Union
 
 import yaml
 
 from nlrepro.configlib import ConfigError, parse, rng, to_dict
 from nlrepro.errors import NLReproError
+from nlrepro.model.config import ClipConfig, ModelConfig, TeachConfig
+from nlrepro.model.presets import model_config
+from nlrepro.train.config import TrainConfig
 
 
 # --- data sources (tagged by `type`) -------------------------------------------------
@@ -137,7 +140,31 @@ class DataConfig:
 class Params:
     seed: int = field(default=0, metadata=rng(0, 2**31 - 1))
     teach_scale: float = field(default=0.05, metadata=rng(0.0, None))
+    teach_clip: Optional[float] = field(default=None, metadata=rng(0.0, None))
+    teach: TeachConfig = TeachConfig()
+    clip: ClipConfig = ClipConfig()
+    # The model mapping as written (preset + overrides); resolved per variant by
+    # ``model_for`` because the preset depends on the variant.
+    model: dict[str, Any] = field(default_factory=dict)
+    train: TrainConfig = TrainConfig()
     data: DataConfig = DataConfig()
+
+    def validate(self, path: str) -> None:
+        if "type" in self.model:
+            raise ConfigError("model.type: set by train.variants (one stage per variant); "
+                              "remove it from params.yaml")
+        for variant in self.train.variants:
+            self.model_for(variant)
+
+    def model_for(self, variant: str) -> ModelConfig:
+        """The resolved, validated ModelConfig of one variant."""
+        cfg = model_config({**self.model, "type": variant})
+        if variant == "hope":
+            n = len(cfg.cms.levels)
+            for key in self.teach.levels:
+                if key.startswith("cms") and int(key[3:]) >= n:
+                    raise ConfigError(f"teach.levels.{key}: the hope model has {n} CMS levels")
+        return cfg
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

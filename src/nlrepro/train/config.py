@@ -1,0 +1,68 @@
+"""Typed config of the training stage (params.yaml key ``train``)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+from nlrepro.configlib import ConfigError, rng
+
+VARIANTS = ("transformer", "titan", "hope")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # Model variants to train, one `train@<variant>` stage each.
+    variants: tuple[Literal["transformer", "titan", "hope"], ...] = VARIANTS
+    # Outer optimisation steps.
+    steps: int = field(default=300, metadata=rng(1, None))
+    # Global batch in sequences per step (split evenly over the ranks).
+    batch_size: int = field(default=8, metadata=rng(1, None))
+    # Peak learning rate of AdamW.
+    lr: float = field(default=3.0e-3, metadata=rng(0.0, None))
+    # The cosine ends at min_lr_frac * lr.
+    min_lr_frac: float = field(default=0.1, metadata=rng(0.0, 1.0))
+    # Linear learning-rate warmup in steps.
+    warmup_steps: int = field(default=30, metadata=rng(0, None))
+    # AdamW decoupled weight decay (not applied to norms, gains and biases).
+    weight_decay: float = field(default=0.1, metadata=rng(0.0, None))
+    # AdamW beta1 and beta2.
+    betas: tuple[float, ...] = field(default=(0.9, 0.95), metadata=rng(0.0, 1.0))
+    # Validate every this many steps (and at the end).
+    eval_every: int = field(default=50, metadata=rng(1, None))
+    # Validation batches per evaluation (null = the whole val split).
+    eval_batches: Optional[int] = field(default=8, metadata=rng(1, None))
+    # Log training metrics every this many steps.
+    log_every: int = field(default=10, metadata=rng(1, None))
+    # Write a resumable checkpoint every this many steps.
+    ckpt_every: int = field(default=100, metadata=rng(1, None))
+    # Consecutive skipped (non-finite) steps after which the run stops.
+    max_skips: int = field(default=5, metadata=rng(1, None))
+    # off | detect: run in-context updates under autograd anomaly detection.
+    anomaly: Literal["off", "detect"] = "off"
+    # Processes: 1 = single process; >1 = DDP through torchrun on this machine.
+    nproc: int = field(default=1, metadata=rng(1, 1024))
+    # Process-group backend: auto = nccl on GPU, gloo on CPU.
+    backend: Literal["auto", "gloo", "nccl"] = "auto"
+    # auto | cpu | cuda.
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Parameter and activation dtype on the device (bfloat16 autocast on GPU).
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    # Shard parameters with FSDP2 instead of DDP (large presets; needs nproc > 1).
+    fsdp: bool = False
+    # Recompute each block's activations in backward (saves memory, costs time).
+    activation_checkpointing: bool = False
+    # torch threads per process on CPU (null = torch's default).
+    threads: Optional[int] = field(default=None, metadata=rng(1, 1024))
+
+    def validate(self, path: str) -> None:
+        if len(self.betas) != 2:
+            raise ConfigError(f"{path}.betas: expected two numbers, got {list(self.betas)}")
+        if not self.variants:
+            raise ConfigError(f"{path}.variants: at least one variant is required")
+        if len(set(self.variants)) != len(self.variants):
+            raise ConfigError(f"{path}.variants: each variant at most once")
+        if self.batch_size % self.nproc:
+            raise ConfigError(f"{path}.batch_size: {self.batch_size} does not split over "
+                              f"nproc={self.nproc} ranks")
+        if self.fsdp and self.nproc < 2:
+            raise ConfigError(f"{path}.fsdp: needs nproc > 1")

@@ -1,0 +1,126 @@
+"""Stage train@<variant>: data/tokens -> models/<variant>.pt + metrics/train/<variant>/.
+
+`python -m stages.train hope` trains one variant. With `train.nproc > 1` it re-launches
+itself under `torchrun --standalone` (DDP; FSDP2 with `train.fsdp`); started by torchrun
+directly (e.g. several nodes) it joins the given process group. A rerun after a crash
+resumes from checkpoints/<variant>-<config hash>/last.pt; `--resume PATH` resumes from
+an explicit checkpoint, which must be of the same config.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from nlrepro.config import Params, load_params, section_hash
+from nlrepro.configlib import to_dict
+from nlrepro.errors import NLReproError, cli_main
+from nlrepro.model import build_model
+from nlrepro.train import distributed as D
+from nlrepro.train.checkpoint import config_hash
+from nlrepro.train.config import VARIANTS
+from nlrepro.train.data import open_rows, token_manifest
+from nlrepro.train.logger import RunLogger
+from nlrepro.train.loop import RunSpec, Trainer
+
+TOKENS = Path("data/tokens")
+
+
+def run_config(params: Params, variant: str, manifest: dict) -> dict:
+    """Everything that determines the trained weights (hashed into every checkpoint)."""
+    train = to_dict(params.train)
+    for key in ("variants", "threads", "anomaly", "eval_every", "eval_batches", "log_every",
+                "ckpt_every", "max_skips", "device", "backend"):
+        train.pop(key)
+    return {"variant": variant, "seed": params.seed, "teach_scale": params.teach_scale,
+            "teach_clip": params.teach_clip, "teach": to_dict(params.teach),
+            "clip": to_dict(params.clip), "model": to_dict(params.model_for(variant)),
+            "train": train,
+            "data": {"tokenizer_sha256": manifest["tokenizer_sha256"],
+                     "vocab_size": manifest["vocab_size"], "row_len": manifest["row_len"],
+                     "train_rows": manifest["splits"]["train"]["rows"]}}
+
+
+def relaunch_under_torchrun(variant: str, argv: list[str], nproc: int) -> None:
+    """Replace this process by `torchrun --standalone` running the same stage."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc_per_node={nproc}", "-m", "stages.train", variant, *argv]
+    sys.stdout.flush()
+    os.execv(sys.executable, cmd)
+
+
+@cli_main
+def main(argv: list[str]) -> None:
+    ap = argparse.ArgumentParser(prog="python -m stages.train")
+    ap.add_argument("variant")
+    ap.add_argument("--resume", type=Path, help="explicit checkpoint to resume (same config)")
+    ap.add_argument("--until", type=int, help="stop after this step (time-boxed jobs)")
+    args = ap.parse_args(argv)
+    if args.variant not in VARIANTS:
+        raise NLReproError(f"train: unknown variant '{args.variant}' (expected one of "
+                           f"{', '.join(VARIANTS)})")
+    params = load_params()
+    cfg = params.train
+    if cfg.nproc > 1 and not D.under_torchrun():
+        allowed = D.max_procs(D.pick_device(cfg.device))
+        if cfg.nproc > allowed:
+            raise NLReproError(f"train.nproc: {cfg.nproc} processes requested but this "
+                               f"machine allows at most {allowed}")
+        relaunch_under_torchrun(args.variant, argv[1:], cfg.nproc)
+
+    info = D.init(cfg.device, cfg.backend)
+    try:
+        train(params, args, info)
+    finally:
+        D.shutdown()
+
+
+def train(params: Params, args, info: D.DistInfo) -> None:
+    cfg = params.train
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(params.seed)  # the same initial weights on every rank
+    manifest = token_manifest(TOKENS)
+    train_rows, val_rows = open_rows(TOKENS, "train"), open_rows(TOKENS, "val")
+    model = build_model(params.model_for(args.variant), manifest["vocab_size"], params.teach,
+                        params.clip, params.teach_clip).to(info.device)
+    n_params = sum(p.numel() for p in model.parameters())
+    if cfg.activation_checkpointing:
+        D.apply_activation_checkpointing(model)
+    wrapped = D.wrap(model, info, cfg.fsdp)
+
+    config = run_config(params, args.variant, manifest)
+    run_dir = Path("checkpoints") / f"{args.variant}-{config_hash(config)}"
+    spec = RunSpec(train=cfg, teach=params.teach, teach_scale=params.teach_scale,
+                   grad_clip=params.clip.grad_norm, seed=params.seed, config=config,
+                   out_dir=Path("metrics/train") / args.variant,
+                   ckpt_path=run_dir / "last.pt", final_path=Path("models") / f"{args.variant}.pt",
+                   extra={"params_hash": section_hash(params), "n_params": n_params})
+    trainer = Trainer(spec, model, train_rows, val_rows, info, wrapped)
+    resumed = trainer.resume(args.resume or spec.ckpt_path)
+    if resumed and info.is_main:
+        print(f"train {args.variant}: resuming from step {trainer.step}", file=sys.stderr)
+    logger = (RunLogger(args.variant, spec.out_dir, run_dir / "log.jsonl",
+                        trainer.step if resumed else None) if info.is_main else None)
+    start = time.monotonic()
+    try:
+        val = trainer.run(until=args.until, logger=logger)
+    finally:
+        if logger:
+            logger.close()
+    if trainer.step < cfg.steps:  # stopped early on purpose: keep the checkpoint
+        trainer.save(spec.ckpt_path)
+        return
+    trainer.save(spec.final_path, with_optimizer=False)
+    if logger:
+        logger.finish(trainer.summary(n_params, time.monotonic() - start))
+        print(f"train {args.variant}: done, val loss {val['loss']:.4f} "
+              f"(ppl {val['ppl']:.1f}), skipped {trainer.skips.total} steps")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
