@@ -21,7 +21,7 @@ from nlrepro.configlib import to_dict
 from nlrepro.errors import NLReproError, cli_main
 from nlrepro.model import build_model
 from nlrepro.train import distributed as D
-from nlrepro.train.checkpoint import config_hash
+from nlrepro.train.checkpoint import config_hash, seed_everything
 from nlrepro.train.config import VARIANTS
 from nlrepro.train.data import open_rows, token_manifest
 from nlrepro.train.logger import RunLogger
@@ -83,7 +83,7 @@ def train(params: Params, args, info: D.DistInfo) -> None:
     cfg = params.train
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    torch.manual_seed(params.seed)  # the same initial weights on every rank
+    seed_everything(params.seed)  # the same initial weights on every rank
     manifest = token_manifest(TOKENS)
     train_rows, val_rows = open_rows(TOKENS, "train"), open_rows(TOKENS, "val")
     model = build_model(params.model_for(args.variant), manifest["vocab_size"], params.teach,
@@ -116,6 +116,8 @@ def train(params: Params, args, info: D.DistInfo) -> None:
         trainer.save(spec.ckpt_path)
         return
     trainer.save(spec.final_path, with_optimizer=False)
+    if info.is_main:  # finished: a later forced rerun starts afresh (the log stays)
+        spec.ckpt_path.unlink(missing_ok=True)
     if logger:
         logger.finish(trainer.summary(n_params, time.monotonic() - start))
         print(f"train {args.variant}: done, val loss {val['loss']:.4f} "

@@ -19,6 +19,8 @@ pytestmark = pytest.mark.e2e
 
 DATA_STAGES = ["ingest@shakespeare", "ingest@synthetic", "filter", "shard", "tokenizer",
                "tokenize"]
+VARIANTS = ["hope", "titan", "transformer"]
+TRAIN_STAGES = [f"train@{v}" for v in VARIANTS]
 
 
 def sh(cwd, *cmd, check=True):
@@ -79,17 +81,39 @@ def test_repro_writes_every_data_output(clone):
                                             "not_english", "exact_dup", "near_dup"}
 
 
+def test_repro_trains_every_variant_with_logs_and_final_weights(clone):
+    import torch
+    for variant in VARIANTS:
+        summary = json.loads((clone / f"metrics/train/{variant}/metrics.json").read_text())
+        assert summary["step"] == 4 and summary["skipped_steps"] == 0
+        assert summary["val"]["loss"] > 0 and summary["tokens_seen"] == 4 * 2 * 64
+        log = (clone / f"metrics/train/{variant}/log.jsonl").read_text().splitlines()
+        assert [json.loads(l)["step"] for l in log if '"train"' in l] == [1, 2, 3, 4]
+        assert (clone / f"metrics/train/{variant}/plots/metrics/train/loss.tsv").is_file()
+        payload = torch.load(clone / f"models/{variant}.pt", weights_only=False)
+        assert payload["config"]["variant"] == variant and payload["step"] == 4
+    assert "update_norm/memory" in (clone / "metrics/train/hope/log.jsonl").read_text()
+
+
 def test_second_repro_skips_every_stage(clone):
     out = dvc(clone, "repro").stdout
     assert "Running stage" not in out
-    for stage in DATA_STAGES:
+    for stage in DATA_STAGES + TRAIN_STAGES:
         assert f"Stage '{stage}' didn't change, skipping" in out
 
 
 def test_forced_rerun_gives_byte_identical_outputs(clone):
-    before = lock_outs(clone)
+    def val(variant):
+        return json.loads((clone / f"metrics/train/{variant}/metrics.json").read_text())["val"]
+
+    before, val_before = lock_outs(clone), {v: val(v) for v in VARIANTS}
     dvc(clone, "repro", "-f")
-    assert lock_outs(clone) == before
+    after = lock_outs(clone)
+    for stage, outs in before.items():
+        # Data and final weights byte for byte; metrics files also hold timings.
+        same = [o for o in outs if not o[0].startswith("metrics/")]
+        assert same == [o for o in after[stage] if not o[0].startswith("metrics/")], stage
+    assert {v: val(v) for v in VARIANTS} == val_before
 
 
 def test_metrics_show_prints_the_data_metrics(clone):

@@ -9,6 +9,7 @@ state dict with ``strict=True``.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import random
 from pathlib import Path
@@ -25,6 +26,14 @@ FORMAT = 1
 
 def config_hash(config: dict) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch, numpy and Python: the RNG states stored in checkpoints are then
+    reproducible too (numpy's and Python's otherwise start from OS entropy)."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
 
 
 def rng_state() -> dict:
@@ -50,8 +59,16 @@ def save(path: str | Path, *, model_state: dict, optimizer_state: dict | None, s
         "config_hash": config_hash(config), "model": model_state,
         "optimizer": optimizer_state, "rng": rng_state(), "extra": extra or {},
     }
+    write_torch(path, payload)
+
+
+def write_torch(path: str | Path, obj) -> None:
+    """``torch.save`` atomically and byte-reproducibly: serialising into memory first
+    names the archive "archive" rather than after the random temporary file."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
     with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+        tmp.write_bytes(buffer.getvalue())
 
 
 def _first_difference(a: Any, b: Any, path: str = "") -> str | None:

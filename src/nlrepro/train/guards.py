@@ -14,6 +14,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from nlrepro.train.checkpoint import write_torch
+
 
 def all_finite(obj) -> bool:
     """True when every floating tensor inside ``obj`` (tensor, tuple, dataclass...) is finite."""
@@ -80,7 +82,4 @@ class SkipCounter:
 
 
 def write_snapshot(path: Path, **payload) -> None:
-    from nlrepro.io import atomic_path
-
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    write_torch(path, payload)
