@@ -67,3 +67,11 @@ def test_invalid_yaml_is_one_line(project):
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1
     assert "params.yaml: not valid YAML" in result.stderr
+
+
+def test_bare_off_read_as_false_by_yaml_still_means_off():
+    # `dvc exp run -S` rewrites params.yaml and drops the quotes around "off".
+    params = parse(Params, smoke_params(train={"anomaly": False}))
+    assert params.train.anomaly == "off"
+    with pytest.raises(ConfigError, match="train.anomaly: must be one of 'off' | 'detect'"):
+        parse(Params, smoke_params(train={"anomaly": "sometimes"}))

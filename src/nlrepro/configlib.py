@@ -52,6 +52,9 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
     if tp is Any:
         return value
     if origin is Literal:
+        if isinstance(value, bool) and {"off", "on"} & set(args):
+            # YAML 1.1 reads a bare off/on as a boolean (and `dvc exp run -S` drops quotes).
+            value = "on" if value else "off"
         if value not in args:
             raise ConfigError(f"{path}: must be one of {_type_name(tp)}, got {value!r}")
         return value

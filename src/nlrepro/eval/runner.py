@@ -1,0 +1,213 @@
+"""One variant's evaluation: load the checkpoint strictly, score the offline suite and the
+configured zero-shot tasks, and assemble the result with its lineage.
+
+``evaluate_variant`` returns the summary (``metrics/eval/<variant>.json``) and the
+per-example records of every task (``metrics/eval/<variant>/<task>.jsonl``);
+``write_results`` writes both atomically.
+"""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+
+from nlrepro.config import Params, section_hash
+from nlrepro.configlib import ConfigError, parse
+from nlrepro.data.tokenizer import EOS, file_hash, load_tokenizer
+from nlrepro.errors import NLReproError
+from nlrepro.eval.config import EvalConfig
+from nlrepro.eval.metrics import HEADLINE_METRICS, average_accuracy, evaluate_task
+from nlrepro.eval.offline import (
+    documents_sha256,
+    evaluate_choice,
+    evaluate_last_word,
+    evaluate_perplexity,
+    heldout_documents,
+)
+from nlrepro.eval.passkey import evaluate_passkey
+from nlrepro.eval.scorer import ModelScorer
+from nlrepro.eval.tasks import TaskData, load_task
+from nlrepro.io import atomic_dir, write_json
+from nlrepro.model import ClipConfig, ModelConfig, NestedLM, TeachConfig, build_model
+from nlrepro.progress import Progress
+from nlrepro.train import checkpoint
+
+
+@dataclass
+class LoadedModel:
+    model: NestedLM
+    tokenizer: Any
+    payload: dict
+    checkpoint_sha256: str
+    tokenizer_sha256: str
+
+
+def load_checkpoint_model(ckpt_path: Path, tokenizer_path: Path, variant: str) -> LoadedModel:
+    """The model of a training checkpoint, rebuilt from the config stored in it and loaded
+    strictly; the tokenizer must be the one it was trained with."""
+    payload = checkpoint.load(ckpt_path)
+    config = payload["config"]
+    if config.get("variant", variant) != variant:
+        raise NLReproError(f"{ckpt_path}: holds a {config['variant']} model, not {variant}")
+    try:
+        model_cfg = parse(ModelConfig, config["model"], "checkpoint.model")
+        teach = parse(TeachConfig, config["teach"], "checkpoint.teach")
+        clip = parse(ClipConfig, config["clip"], "checkpoint.clip")
+    except (KeyError, ConfigError) as exc:
+        raise NLReproError(f"{ckpt_path}: checkpoint config is not usable ({exc})") from None
+    tokenizer = load_tokenizer(tokenizer_path)
+    tok_sha = file_hash(tokenizer_path)
+    if tok_sha != config["data"]["tokenizer_sha256"]:
+        raise NLReproError(f"{tokenizer_path}: not the tokenizer {ckpt_path} was trained with "
+                           f"(sha256 {tok_sha[:12]} != {config['data']['tokenizer_sha256'][:12]})")
+    model = build_model(model_cfg, config["data"]["vocab_size"], teach, clip, config["teach_clip"])
+    checkpoint.load_model_state(model, payload["model"], ckpt_path)
+    model.eval()
+    return LoadedModel(model, tokenizer, payload, file_hash(ckpt_path), tok_sha)
+
+
+def load_zero_shot(cfg: EvalConfig) -> dict[str, TaskData]:
+    """Every configured zero-shot task, loaded and validated before any scoring."""
+    if cfg.tasks:
+        import datasets  # slow to import: only when a task is configured
+
+        datasets.disable_progress_bars()  # keeps an input error to one line on stderr
+    return {name: load_task(name, path, limit=cfg.task_limit) for name, path in cfg.tasks.items()}
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+def _timed(progress_name: str, scorer: ModelScorer, total: Optional[int], fn: Callable[[], Any]
+           ) -> tuple[Any, float]:
+    progress = Progress(progress_name, total=total, unit="requests")
+    scorer.on_batch = progress.update
+    try:
+        result = fn()
+    finally:
+        scorer.on_batch = None
+    return result, progress.close()
+
+
+def zero_shot_chance(data: TaskData, scorer: ModelScorer) -> dict[str, float]:
+    """What a uniform guess scores: 1/choices for multiple choice; a uniform distribution
+    over the vocabulary for LAMBADA and WikiText."""
+    kind, log_v = data.spec.kind, math.log(scorer.vocab_size)
+    if kind == "multiple_choice":
+        p = sum(1.0 / len(ex.choices) for ex in data.examples) / len(data.examples)
+        return {m: p for m in data.spec.metrics}
+    if kind == "loglikelihood":
+        n = [len(scorer.encode(ex.target)) for ex in data.examples]
+        return {"acc": sum(scorer.vocab_size ** -k for k in n) / len(n),
+                "perplexity": math.exp(log_v * sum(n) / len(n))}
+    tokens = sum(len(scorer.encode(ex.text)) for ex in data.examples)
+    words = sum(ex.words for ex in data.examples)
+    n_bytes = sum(ex.bytes for ex in data.examples)
+    return {"word_perplexity": math.exp(tokens * log_v / words),
+            "byte_perplexity": math.exp(tokens * log_v / n_bytes),
+            "bits_per_byte": tokens * log_v / (n_bytes * math.log(2))}
+
+
+def run_offline(scorer: ModelScorer, docs, cfg: EvalConfig, seed: int, label: str
+                ) -> tuple[dict, dict, dict, dict]:
+    """The offline suite: metrics, records, data hashes and wall seconds, by task."""
+    metrics, records, hashes, seconds = {}, {}, {}, {}
+    n_lw, n_ch = cfg.last_word.samples, cfg.choice.samples * cfg.choice.num_choices
+    for name, total, fn in [
+        ("perplexity", None, lambda: evaluate_perplexity(scorer, docs, cfg.perplexity, seed)),
+        ("last_word", n_lw, lambda: evaluate_last_word(scorer, docs, cfg.last_word, seed)),
+        ("choice", n_ch, lambda: evaluate_choice(scorer, docs, cfg.choice, seed)),
+    ]:
+        (metrics[name], records[name], hashes[name]), seconds[name] = \
+            _timed(f"eval {label} {name}", scorer, total, fn)
+    start = time.monotonic()
+    metrics["passkey"], records["passkey"], hashes["passkey"] = \
+        evaluate_passkey(scorer, cfg.passkey, seed)
+    seconds["passkey"] = time.monotonic() - start
+    return metrics, records, hashes, seconds
+
+
+def evaluate_variant(variant: str, params: Params, root: Path = Path(".")
+                     ) -> tuple[dict[str, Any], dict[str, list[dict]]]:
+    cfg = params.eval
+    start = time.monotonic()
+    tasks = load_zero_shot(cfg)
+    ckpt_path = root / "models" / f"{variant}.pt"
+    loaded = load_checkpoint_model(ckpt_path, root / "data/tokenizer/tokenizer.json", variant)
+    docs = heldout_documents(root / "data/shards", cfg.sources)
+
+    data_cfg = loaded.payload["config"]["data"]
+    max_len = cfg.max_len or data_cfg["row_len"] - 1
+    if cfg.teach_scale is not None:
+        teach_scale, teach_source = cfg.teach_scale, "eval.teach_scale"
+    else:
+        teach_scale, teach_source = float(loaded.payload["teach_scale"]), "checkpoint"
+    scorer = ModelScorer(loaded.model, loaded.tokenizer, teach_scale, max_len, cfg.batch_size,
+                         cfg.stream_chunk)
+
+    offline, records, hashes, seconds = run_offline(scorer, docs, cfg, params.seed, variant)
+    zero_shot = {}
+    for name, data in tasks.items():
+        n_req = sum(len(getattr(ex, "requests", ())) for ex in data.examples) or None
+        result, seconds[name] = _timed(
+            f"eval {variant} {name}", scorer, n_req,
+            lambda data=data: evaluate_task(data, scorer.loglikelihood, scorer.loglikelihood_rolling))
+        zero_shot[name] = {**result.metrics, "chance": zero_shot_chance(data, scorer),
+                           "n": len(data.examples)}
+        records[name], hashes[name] = result.records, data.sha256
+    if all(task in zero_shot for task in HEADLINE_METRICS):
+        zero_shot["average_accuracy"] = average_accuracy(zero_shot)
+    seconds["total"] = time.monotonic() - start
+
+    summary = {
+        "variant": variant,
+        "offline": offline,
+        "zero_shot": zero_shot,
+        "lineage": {
+            "checkpoint": {"path": str(ckpt_path.relative_to(root)), "sha256": loaded.checkpoint_sha256,
+                           "step": loaded.payload.get("step"),
+                           "config_hash": loaded.payload.get("config_hash")},
+            "params_hash": {"eval": section_hash(cfg), "params": section_hash(params)},
+            "tokenizer_sha256": loaded.tokenizer_sha256,
+            "test_split_sha256": documents_sha256(docs),
+            "task_data_sha256": hashes,
+            "task_sources": {"offline": "data/shards test split + synthetic passkey generator",
+                             **{name: data.source for name, data in tasks.items()}},
+            "samples": {name: len(rs) for name, rs in records.items()},
+            "git_commit": git_commit(),
+            "seed": params.seed,
+            "teach_scale": teach_scale,
+            "teach_scale_source": teach_source,
+            "max_len": max_len,
+            "stream_chunk": scorer.stream_chunk,
+            "batch_size": cfg.batch_size,
+            "prefix_token": {"id": scorer.prefix_token, "token": EOS},
+            "torch_threads": torch.get_num_threads(),
+            "wall_time_s": seconds,
+        },
+    }
+    return summary, records
+
+
+def write_results(summary: dict[str, Any], records: dict[str, list[dict]], out_dir: Path,
+                  metrics_path: Path) -> None:
+    """Records first (the directory is swapped in whole), then the summary: a crash leaves
+    no summary that points at missing or partial records."""
+    with atomic_dir(out_dir) as tmp:
+        for name, rows in records.items():
+            with (tmp / f"{name}.jsonl").open("w", encoding="utf-8") as f:
+                for row in rows:
+                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    write_json(metrics_path, summary)

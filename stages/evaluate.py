@@ -1,0 +1,46 @@
+"""Stage evaluate@<variant>: models/<variant>.pt -> metrics/eval/<variant>.json + records.
+
+`python -m stages.evaluate hope` scores one trained variant on the offline suite (held-out
+perplexity, last word, real-vs-distractor continuation, passkey retrieval) and on the
+zero-shot tasks listed in `eval.tasks`, and writes per-example records to
+metrics/eval/<variant>/<task>.jsonl. See docs/EVAL_STAGE.md.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from nlrepro.config import load_params
+from nlrepro.errors import NLReproError, cli_main
+from nlrepro.eval.runner import evaluate_variant, write_results
+from nlrepro.train.config import VARIANTS
+
+OUT = Path("metrics/eval")
+
+
+@cli_main
+def main(argv: list[str]) -> None:
+    ap = argparse.ArgumentParser(prog="python -m stages.evaluate")
+    ap.add_argument("variant")
+    args = ap.parse_args(argv)
+    if args.variant not in VARIANTS:
+        raise NLReproError(f"evaluate: unknown variant '{args.variant}' (expected one of "
+                           f"{', '.join(VARIANTS)})")
+    params = load_params()
+    if params.eval.threads:
+        torch.set_num_threads(params.eval.threads)
+    torch.manual_seed(params.seed)
+    summary, records = evaluate_variant(args.variant, params)
+    write_results(summary, records, OUT / args.variant, OUT / f"{args.variant}.json")
+    offline = summary["offline"]
+    print(f"evaluate {args.variant}: ppl/token {offline['perplexity']['token_perplexity']:.1f}, "
+          f"last word acc {offline['last_word']['acc']:.3f}, choice acc_norm "
+          f"{offline['choice']['acc_norm']:.3f}, passkey acc {offline['passkey']['acc']:.3f} "
+          f"({summary['lineage']['wall_time_s']['total']:.0f}s)")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
