@@ -1,0 +1,174 @@
+"""Typed configs of the model family (params.yaml keys `model`, `teach`, `clip`).
+
+Every field has a default and a comment; ranges are inclusive (None = open bound) and are
+checked by the project's loader (``nlrepro.configlib.parse``), which also calls each
+``validate``. The defaults are the ``tiny`` preset of a ``transformer``; presets
+(``nlrepro.model.presets``) override them per size and variant.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+from nlrepro.configlib import ConfigError
+
+
+@dataclass(frozen=True)
+class MemoryConfig:
+    """The Titans neural long-term memory (LMM), Titans §3; also HOPE's main memory."""
+
+    # Layers of the per-head memory MLP M (1 = a matrix); M(k) = k + MLP(k).
+    depth: int = field(default=2, metadata={"range": (1, 8)})
+    # Hidden width of the memory MLP as a multiple of the head dimension.
+    expansion: float = field(default=2.0, metadata={"range": (0.25, 64.0)})
+    # Tokens per memory chunk (Eq. 16): gradients inside a chunk are taken at its start.
+    chunk: int = field(default=32, metadata={"range": (1, None)})
+    # Width of the causal depthwise convolution on q, k, v (Titans §4.4).
+    conv_width: int = field(default=4, metadata={"range": (1, 64)})
+    # Stop gradients at every in-context write (memory, self-mod, CMS): cheaper, less faithful.
+    detach_updates: bool = False
+
+
+@dataclass(frozen=True)
+class SelfModConfig:
+    """HOPE's self-modifying projections M_k, M_v, M_eta, M_alpha (MODEL_DECISIONS.md)."""
+
+    # Tokens per update of the projection memories (they update more often than M_mem).
+    chunk: int = field(default=16, metadata={"range": (1, None)})
+
+
+@dataclass(frozen=True)
+class CMSLevel:
+    """One level of the Continuum Memory System (Eqs. 30-31)."""
+
+    # Tokens between updates of this level's fast weights; null = static (outer loop only).
+    chunk: Optional[int] = field(default=None, metadata={"range": (1, None)})
+    # Hidden width of the level's SwiGLU MLP.
+    width: int = field(default=352, metadata={"range": (1, None)})
+    # In-context step size eta_l of Eq. 31 (multiplied by teach_scale and teach.levels).
+    lr: float = field(default=0.01, metadata={"range": (0.0, None)})
+
+
+@dataclass(frozen=True)
+class CMSConfig:
+    """The CMS chain, highest frequency first (HOPE's feed-forward part)."""
+
+    # Levels, highest frequency (smallest chunk) first.
+    levels: tuple[CMSLevel, ...] = (
+        CMSLevel(chunk=16, width=44),
+        CMSLevel(chunk=64, width=44),
+        CMSLevel(chunk=256, width=44),
+    )
+
+    def validate(self, path: str) -> None:
+        if not self.levels:
+            raise ConfigError(f"{path}.levels: at least one level is required")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """One backbone, three variants (MODEL.md §1)."""
+
+    # Variant: transformer (Transformer++) | titan (attention + Titans LMM) | hope.
+    type: Literal["transformer", "titan", "hope"] = "transformer"
+    # Preset whose fields sit under these keys (nlrepro.model.presets); null = none.
+    preset: Optional[str] = "tiny"
+    # Residual stream width.
+    d_model: int = field(default=128, metadata={"range": (8, None)})
+    # Number of residual blocks.
+    n_layers: int = field(default=4, metadata={"range": (1, None)})
+    # Heads of attention and of the memories; d_model must divide by it.
+    n_heads: int = field(default=4, metadata={"range": (1, None)})
+    # Attention in the mixer: full causal | swa (sliding window) | none (memory only).
+    attention: Literal["full", "swa", "none"] = "full"
+    # Sliding-window size in tokens (attention: swa).
+    window: int = field(default=512, metadata={"range": (1, None)})
+    # Tokens per recurrence step (a divisor of every level chunk); null = smallest level chunk.
+    chunk: Optional[int] = field(default=None, metadata={"range": (1, None)})
+    # Hidden width of the static SwiGLU MLP (transformer, titan).
+    mlp_width: int = field(default=352, metadata={"range": (1, None)})
+    # Rotary position base.
+    rope_base: float = field(default=10000.0, metadata={"range": (1.0, None)})
+    # Epsilon of every RMSNorm.
+    norm_eps: float = field(default=1.0e-6, metadata={"range": (0.0, 1.0)})
+    # Standard deviation of the initial embedding and projection weights.
+    init_std: float = field(default=0.02, metadata={"range": (0.0, 1.0)})
+    # Titans LMM (titan) and HOPE's main memory M_mem (hope).
+    memory: MemoryConfig = MemoryConfig()
+    # HOPE's self-modifying projection memories (hope only).
+    selfmod: SelfModConfig = SelfModConfig()
+    # HOPE's Continuum Memory System (hope only).
+    cms: CMSConfig = CMSConfig()
+
+    def validate(self, path: str) -> None:
+        if self.d_model % self.n_heads:
+            raise ConfigError(f"{path}.n_heads: must divide d_model={self.d_model}")
+        if self.type == "transformer" and self.attention == "none":
+            raise ConfigError(f"{path}.attention: a transformer needs attention")
+        base = base_chunk(self)
+        if base is None:
+            return
+        for name, chunk in level_chunks(self).items():
+            if chunk % base:
+                raise ConfigError(f"{path}.{name}: {chunk} is not a multiple of the step chunk {base}")
+
+
+@dataclass(frozen=True)
+class TeachConfig:
+    """How strongly each in-context mechanism is taught, and the runtime schedule."""
+
+    # Per-mechanism multipliers of teach_scale: memory, selfmod, cms0, cms1, ... (missing = 1.0).
+    levels: dict[str, float] = field(default_factory=dict, metadata={"range": (0.0, None)})
+    # Linear warmup of teach_scale from 0 over this many training steps.
+    warmup_steps: int = field(default=200, metadata={"range": (0, None)})
+    # Training step at which the linear decay starts; null = never decay.
+    decay_start: Optional[int] = field(default=None, metadata={"range": (0, None)})
+    # Length of the decay in training steps.
+    decay_steps: int = field(default=1000, metadata={"range": (1, None)})
+    # The decay ends at floor * teach_scale (never zero by default).
+    floor: float = field(default=0.1, metadata={"range": (0.0, 1.0)})
+
+    def validate(self, path: str) -> None:
+        for key, value in self.levels.items():
+            if not re.fullmatch(r"memory|selfmod|cms\d+", key):
+                raise ConfigError(f"{path}.levels.{key}: unknown mechanism (memory, selfmod, cms0, cms1, ...)")
+            if value < 0:
+                raise ConfigError(f"{path}.levels.{key}: must be >= 0, got {value!r}")
+
+    def multiplier(self, mechanism: str) -> float:
+        """The multiplier of ``mechanism`` (e.g. ``"cms1"``); 1.0 when not listed."""
+        return self.levels.get(mechanism, 1.0)
+
+
+@dataclass(frozen=True)
+class ClipConfig:
+    """Stability clips; null turns each off (MODEL.md §5)."""
+
+    # Per-token L2 clip of each memory mixer and CMS block output, same in train and eval.
+    residual: Optional[float] = field(default=None, metadata={"range": (0.0, None)})
+    # Frobenius-norm clip of each in-context weight update (per sequence, head, tensor).
+    inner: Optional[float] = field(default=None, metadata={"range": (0.0, None)})
+    # Global gradient-norm clip of the outer optimizer (used by training).
+    grad_norm: Optional[float] = field(default=1.0, metadata={"range": (0.0, None)})
+
+
+def level_chunks(cfg: ModelConfig) -> dict[str, int]:
+    """The chunk of every in-context level of the variant, by params key."""
+    chunks: dict[str, int] = {}
+    if cfg.type in ("titan", "hope"):
+        chunks["memory.chunk"] = cfg.memory.chunk
+    if cfg.type == "hope":
+        chunks["selfmod.chunk"] = cfg.selfmod.chunk
+        for i, level in enumerate(cfg.cms.levels):
+            if level.chunk is not None:
+                chunks[f"cms.levels[{i}].chunk"] = level.chunk
+    return chunks
+
+
+def base_chunk(cfg: ModelConfig) -> Optional[int]:
+    """Tokens per recurrence step: ``cfg.chunk`` or the smallest level chunk; None = no limit."""
+    if cfg.chunk is not None:
+        return cfg.chunk
+    chunks = level_chunks(cfg).values()
+    return min(chunks) if chunks else None

@@ -1,0 +1,67 @@
+"""Runtime controls shared by every in-context mechanism during one call.
+
+The model builds one ``InnerContext`` per forward from the teach scale in force (a runtime
+float, MODEL.md §5), ``teach.levels``, the clips and ``memory.detach_updates``; the
+mechanisms read their scale from it and report the norms of the updates they apply.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from nlrepro.model.config import ClipConfig, TeachConfig
+
+
+class UpdateStats:
+    """Running means of detached scalars (update norms, teach-signal norm) by name."""
+
+    def __init__(self) -> None:
+        self._sums: dict[str, Tensor] = {}
+        self._counts: dict[str, int] = {}
+
+    def add(self, name: str, value: Tensor) -> None:
+        value = value.detach().float()
+        self._sums[name] = self._sums[name] + value if name in self._sums else value
+        self._counts[name] = self._counts.get(name, 0) + 1
+
+    def as_dict(self) -> dict[str, float]:
+        return {name: float(total) / self._counts[name] for name, total in self._sums.items()}
+
+
+@dataclass
+class InnerContext:
+    """Scales, clips and the stats sink for the in-context updates of one call."""
+
+    # The global teach scale in force (schedule applied by the caller).
+    teach_scale: float
+    # Per-mechanism multipliers (teach.levels).
+    teach: TeachConfig
+    # Residual and inner clips (clip.residual, clip.inner).
+    clip: ClipConfig
+    # Per-token L2 clip of teach_scale * delta_t (top-level teach_clip).
+    teach_clip: Optional[float]
+    # memory.detach_updates: no gradient through any write.
+    detach: bool
+    # Where mechanisms report their update norms.
+    stats: UpdateStats = field(default_factory=UpdateStats)
+
+    def scale(self, mechanism: str) -> float:
+        """teach_scale times the mechanism's multiplier (``memory``, ``selfmod``, ``cms0``...)."""
+        return self.teach_scale * self.teach.multiplier(mechanism)
+
+
+def detached_write(old: tuple[Tensor, ...], new: tuple[Tensor, ...], detach: bool) -> tuple[Tensor, ...]:
+    """The written weights; with ``detach`` the change carries no gradient (the old
+    weights still do, so the initial weights keep their direct gradient)."""
+    if not detach:
+        return new
+    return tuple(o + (n - o).detach() for o, n in zip(old, new))
+
+
+def frobenius(tensors: tuple[Tensor, ...], batch_dims: int = 1) -> Tensor:
+    """Mean over the leading ``batch_dims`` dims of the joint Frobenius norm of the rest."""
+    total = sum(t.detach().float().pow(2).flatten(batch_dims).sum(-1) for t in tensors)
+    return torch.as_tensor(total).sqrt().mean()

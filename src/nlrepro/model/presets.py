@@ -1,0 +1,79 @@
+"""Model presets: field overrides of ModelConfig per size, then per variant.
+
+Sizes are named by their parameter count at a 32K vocabulary (``test_model_presets``
+checks each within 10%); ``tiny`` is the CPU default. The three variants of a size share
+d_model, n_layers and n_heads and are balanced to within 10% of each other through the
+feed-forward widths: the SwiGLU width for ``titan`` (its memory branch costs about
+4 d^2 per layer more than attention alone) and the CMS level widths for ``hope``.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any, Optional
+
+from nlrepro.configlib import ConfigError, parse
+from nlrepro.model.config import ModelConfig
+
+
+def _cms(width: int) -> dict:
+    """Three CMS levels of equal width, updated every 16, 64 and 256 tokens."""
+    return {"cms": {"levels": [{"chunk": c, "width": width} for c in (16, 64, 256)]}}
+
+
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    # CPU minutes on 2 cores.
+    "tiny": {
+        "common": {"d_model": 128, "n_layers": 4, "n_heads": 4, "mlp_width": 352},
+        "titan": {"mlp_width": 128},
+        "hope": _cms(44),
+    },
+    "340m": {
+        "common": {"d_model": 1024, "n_layers": 24, "n_heads": 16, "mlp_width": 2816},
+        "titan": {"mlp_width": 1344},
+        "hope": _cms(448),
+    },
+    "760m": {
+        "common": {"d_model": 1536, "n_layers": 24, "n_heads": 16, "mlp_width": 4352},
+        "titan": {"mlp_width": 2176},
+        "hope": _cms(720),
+    },
+    "1.3b": {
+        "common": {"d_model": 2048, "n_layers": 24, "n_heads": 16, "mlp_width": 5632},
+        "titan": {"mlp_width": 2688},
+        "hope": _cms(896),
+    },
+}
+
+
+def _merge(base: dict, override: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def expand_preset(raw: Optional[dict]) -> dict:
+    """The params.yaml ``model`` mapping with its preset's fields underneath (explicit
+    keys win; lists such as ``cms.levels`` are replaced whole)."""
+    raw = dict(raw or {})
+    name = raw.get("preset", ModelConfig.preset)
+    if name is None:
+        return raw
+    if name not in PRESETS:
+        raise ConfigError(f"model.preset: unknown preset {name!r} (known: {', '.join(PRESETS)})")
+    preset = PRESETS[name]
+    variant = raw.get("type", ModelConfig.type)
+    return _merge(_merge(preset["common"], preset.get(variant, {})), raw)
+
+
+def model_config(raw: Optional[dict] = None, path: str = "model") -> ModelConfig:
+    """Validated ModelConfig from a params.yaml ``model`` mapping, preset applied."""
+    return parse(ModelConfig, expand_preset(raw), path)
+
+
+def preset_config(name: str, variant: str, **overrides: Any) -> ModelConfig:
+    """ModelConfig of preset ``name`` for ``variant`` with field ``overrides``."""
+    return model_config({"preset": name, "type": variant, **overrides})

@@ -1,0 +1,35 @@
+"""The teach signal: the LM loss's own gradient at the top of the residual stream.
+
+    delta_t = d CE(z_t, y_t) / d h_t,   z_t = RMSNorm(h_t) E^T   (tied head)
+            = J_norm(h_t)^T [ g * ((softmax(z_t) - onehot(y_t)) E) ]
+
+where h_t is the residual stream entering the final RMSNorm (weight g) and y_t the next
+token. Per token and NOT divided by batch or sequence size, so ``teach_scale`` means the
+same at every batch and sequence length (MODEL.md §5). Computed analytically (the logits
+are recomputed from h_t) without autograd and returned detached (CMS uses stopgrad(delta)).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from nlrepro.model.layers import clip_per_token
+
+
+def teach_signal(hidden: Tensor, targets: Tensor, norm_weight: Tensor, embedding: Tensor, eps: float) -> Tensor:
+    """delta (B, n, d) from the pre-norm stream hidden (B, n, d) and targets (B, n)."""
+    with torch.no_grad():
+        inv_rms = torch.rsqrt(hidden.pow(2).mean(-1, keepdim=True) + eps)
+        normed = hidden * inv_rms
+        logits = (normed * norm_weight) @ embedding.T
+        grad_logits = torch.softmax(logits, dim=-1, dtype=torch.promote_types(logits.dtype, torch.float32))
+        grad_logits.scatter_add_(-1, targets[..., None], grad_logits.new_full(targets[..., None].shape, -1.0))
+        grad_normed = (grad_logits.to(embedding.dtype) @ embedding) * norm_weight   # d CE / d n_t
+        return inv_rms * (grad_normed - normed * (grad_normed * normed).mean(-1, keepdim=True))
+
+
+def teach_update_signal(delta: Tensor, teach_scale: float, teach_clip: Optional[float]) -> Tensor:
+    """u_t = clip(teach_scale * delta_t, teach_clip): what the CMS levels learn from."""
+    return clip_per_token(teach_scale * delta, teach_clip)
