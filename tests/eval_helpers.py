@@ -32,15 +32,6 @@ PLAY = ("ACT I. SCENE I. A room in the castle.\n\nEnter HAMLET and HORATIO\n\n"
         "for I would read them now, before the morning takes the courage from my hand.\n")
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models run fastest on one thread, and far faster when other jobs share the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def synthetic_texts(n: int = 40) -> list[str]:
     return [t for _, t in iter_documents(0, n, ("passkey", "kv_recall"), (16, 64), 4)]
 

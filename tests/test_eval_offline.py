@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from eval_helpers import CopyingLM, corpus_docs, one_thread, tiny_tokenizer, write_test_split  # noqa: F401
+from eval_helpers import CopyingLM, corpus_docs, tiny_tokenizer, write_test_split
 from nlrepro.data.synthetic import filler
 from nlrepro.errors import NLReproError
 from nlrepro.eval.config import ChoiceConfig, LastWordConfig, PasskeyConfig, PerplexityConfig
@@ -32,7 +32,6 @@ from nlrepro.eval.passkey import (
 )
 from nlrepro.eval.scorer import ModelScorer
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from eval_helpers import VARIANTS, one_thread, tiny_model, tiny_tokenizer  # noqa: F401 (fixture)
+from eval_helpers import VARIANTS, tiny_model, tiny_tokenizer
 from nlrepro.eval.requests import encode_pair, rolling_windows
 from nlrepro.eval.scorer import ModelScorer
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 REQUESTS = [
     ("The passkey is", " 12345."),

@@ -9,13 +9,12 @@ import torch
 import yaml
 
 from conftest import smoke_params
-from eval_helpers import one_thread, tiny_tokenizer, write_project  # noqa: F401 (fixture)
+from eval_helpers import tiny_tokenizer, write_project
 from nlrepro.data.tokenizer import file_hash
 from nlrepro.eval import load_task
 from stages.evaluate import main
 from test_eval_tasks import ROWS
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 EVAL = {"stream_chunk": 32, "batch_size": 4,
         "perplexity": {"docs": 4, "max_chars": 300},

@@ -12,15 +12,6 @@ from nlrepro.model.cms import ContinuumMemory
 from nlrepro.model.inner import InnerContext
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny float64 models run fastest on one thread (no OpenMP waits on shared cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def context(scale: float = 1.0) -> InnerContext:
     return InnerContext(scale, TeachConfig(), ClipConfig(), None, detach=False)
 

@@ -12,14 +12,6 @@ from nlrepro.model.layers import l2_normalize, split_heads
 from nlrepro.model.memory import NeuralMemory
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny float64 models run fastest on one thread (no OpenMP waits on shared cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 DIM, HEADS, BATCH, LENGTH = 8, 2, 2, 12
 
 

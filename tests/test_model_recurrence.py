@@ -14,14 +14,6 @@ from nlrepro.model.memory import NeuralMemoryState
 from nlrepro.model.self_modifying import SelfModState
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny float64 models run fastest on one thread (no OpenMP waits on shared cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 VOCAB = 32
 VARIANTS = ["transformer", "titan", "hope"]
 

@@ -15,15 +15,6 @@ from nlrepro.model.layers import l2_normalize
 from nlrepro.model.self_modifying import SelfModifyingMemory, delta_rule_write
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny float64 models run fastest on one thread (no OpenMP waits on shared cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def f64(values) -> torch.Tensor:
     return torch.tensor(values, dtype=torch.float64)
 

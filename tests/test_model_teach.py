@@ -10,15 +10,6 @@ from nlrepro.model.layers import RMSNorm
 from nlrepro.model.teach import teach_signal, teach_update_signal
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny float64 models run fastest on one thread (no OpenMP waits on shared cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_teach_signal_equals_autograd_of_each_tokens_loss_wrt_the_pre_norm_stream():
     torch.manual_seed(0)
     batch, length, dim, vocab = 3, 5, 8, 11

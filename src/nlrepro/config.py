@@ -15,6 +15,7 @@ import yaml
 
 from nlrepro.configlib import ConfigError, parse, rng, to_dict
 from nlrepro.errors import NLReproError
+from nlrepro.eval.config import EvalConfig
 from nlrepro.model.config import ClipConfig, ModelConfig, TeachConfig
 from nlrepro.model.presets import model_config
 from nlrepro.train.config import TrainConfig
@@ -148,6 +149,7 @@ class Params:
     model: dict[str, Any] = field(default_factory=dict)
     train: TrainConfig = TrainConfig()
     data: DataConfig = DataConfig()
+    eval: EvalConfig = EvalConfig()
 
     def validate(self, path: str) -> None:
         if "type" in self.model:

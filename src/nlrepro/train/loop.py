@@ -116,7 +116,9 @@ class Trainer:
         inputs, targets = tokens[:, :-1], tokens[:, 1:]
         anomaly = (torch.autograd.detect_anomaly(check_nan=True)
                    if self.spec.train.anomaly == "detect" else contextlib.nullcontext())
-        with anomaly:
+        autocast = torch.autocast(self.dist.device.type, dtype=torch.bfloat16,
+                                  enabled=self.spec.train.dtype == "bfloat16")
+        with anomaly, autocast:
             result = self.net(inputs, teach_scale=scale)
             loss = lm_loss(result.logits, targets)
         return result, loss
