@@ -28,12 +28,13 @@ def dvc(*args: str) -> str:
     return result.stdout
 
 
-def queue(variant: str, scales: list[float], guards_off: bool, prefix: str) -> list[str]:
+def queue(variant: str, scales: list[float], guards_off: bool, prefix: str,
+          extra: list[str]) -> list[str]:
     names = []
     for guards in ([True, False] if guards_off else [True]):
         for scale in scales:
             name = f"{prefix}-{variant}-ts{scale:g}-{'guards' if guards else 'noguards'}"
-            sets = [f"teach_scale={scale}"] + ([] if guards else GUARDS_OFF)
+            sets = [f"teach_scale={scale}"] + ([] if guards else GUARDS_OFF) + extra
             args = ["exp", "run", "--queue", "-n", name, f"train@{variant}"]
             for s in sets:
                 args += ["-S", s]
@@ -42,9 +43,9 @@ def queue(variant: str, scales: list[float], guards_off: bool, prefix: str) -> l
     return names
 
 
-def wait_for_queue(poll: float = 10.0) -> None:
+def wait_for_queue(jobs: int, poll: float = 10.0) -> None:
     # `dvc queue start` keeps stdout open while workers run (DVC.md item 13): detach it.
-    subprocess.Popen(["dvc", "queue", "start", "-j", "1"], stdout=subprocess.DEVNULL,
+    subprocess.Popen(["dvc", "queue", "start", "-j", str(jobs)], stdout=subprocess.DEVNULL,
                      stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
     while True:
         time.sleep(poll)
@@ -85,9 +86,12 @@ def main() -> None:
     ap.add_argument("--scales", type=float, nargs="+", default=[0.05, 0.1, 0.2, 0.5, 1.0])
     ap.add_argument("--guards-off", action="store_true", help="also run with the guards off")
     ap.add_argument("--prefix", default="sweep")
+    ap.add_argument("--jobs", type=int, default=1, help="experiments run at once")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra params override for every run (repeatable)")
     args = ap.parse_args()
-    names = queue(args.variant, args.scales, args.guards_off, args.prefix)
-    wait_for_queue()
+    names = queue(args.variant, args.scales, args.guards_off, args.prefix, args.set)
+    wait_for_queue(args.jobs)
     print(table(args.variant, names))
 
 
