@@ -1,7 +1,6 @@
 """Shared fixtures: params files written into a temporary project directory."""
 from __future__ import annotations
 
-import copy
 import os
 import subprocess
 import sys
@@ -11,20 +10,12 @@ import pytest
 import torch
 import yaml
 
+from nlrepro.model.presets import deep_merge
+
 REPO = Path(__file__).resolve().parents[1]
 
 # Tiny models gain nothing from a second thread, and oversubscribed cores slow them 10x.
 torch.set_num_threads(1)
-
-
-def deep_merge(base: dict, override: dict) -> dict:
-    out = copy.deepcopy(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
 
 
 def smoke_params(**overrides) -> dict:

@@ -49,11 +49,13 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
-def _merge(base: dict, override: dict) -> dict:
+def deep_merge(base: dict, override: dict) -> dict:
+    """``override`` on top of ``base``: mappings merge key by key, anything else (lists
+    included) is replaced whole."""
     out = copy.deepcopy(base)
     for key, value in override.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = deep_merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
     return out
@@ -70,7 +72,7 @@ def expand_preset(raw: Optional[dict]) -> dict:
         raise ConfigError(f"model.preset: unknown preset {name!r} (known: {', '.join(PRESETS)})")
     preset = PRESETS[name]
     variant = raw.get("type", ModelConfig.type)
-    return _merge(_merge(preset["common"], preset.get(variant, {})), raw)
+    return deep_merge(deep_merge(preset["common"], preset.get(variant, {})), raw)
 
 
 def model_config(raw: Optional[dict] = None, path: str = "model") -> ModelConfig:
