@@ -55,7 +55,7 @@ def wait_for_queue(jobs: int, poll: float = 10.0) -> None:
 
 
 def table(variant: str, names: list[str]) -> str:
-    rows = json.loads(dvc("exp", "show", "--json"))
+    rows = json.loads(dvc("exp", "show", "--json", "--all-commits"))
     found = {}
     for entry in rows:
         for exp in entry.get("experiments") or []:
