@@ -7,7 +7,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pyarrow as pa
-import pytest
 import torch
 from torch import nn
 

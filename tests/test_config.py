@@ -1,6 +1,5 @@
 """params.yaml is read into one typed config; every bad value is one line naming its key."""
 import pytest
-import yaml
 
 from conftest import REPO, smoke_params
 from nlrepro.config import Params, SyntheticSource, load_params

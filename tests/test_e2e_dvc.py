@@ -21,6 +21,7 @@ DATA_STAGES = ["ingest@shakespeare", "ingest@synthetic", "filter", "shard", "tok
                "tokenize"]
 VARIANTS = ["hope", "titan", "transformer"]
 TRAIN_STAGES = [f"train@{v}" for v in VARIANTS]
+EVAL_STAGES = [f"evaluate@{v}" for v in VARIANTS]
 
 
 def sh(cwd, *cmd, check=True):
@@ -95,10 +96,22 @@ def test_repro_trains_every_variant_with_logs_and_final_weights(clone):
     assert "update_norm/memory" in (clone / "metrics/train/hope/log.jsonl").read_text()
 
 
+def test_repro_evaluates_every_variant_with_records_and_lineage(clone):
+    for variant in VARIANTS:
+        result = json.loads((clone / f"metrics/eval/{variant}.json").read_text())
+        offline = result["offline"]
+        assert 1 < offline["perplexity"]["token_perplexity"] < float("inf")
+        assert 0 <= offline["passkey"]["acc"] <= 1
+        assert offline["choice"]["chance"]["acc"] == 0.25
+        assert result["lineage"]["tokenizer_sha256"] == json.loads(
+            (clone / "metrics/data.json").read_text())["tokenizer"]["sha256"]
+        assert list((clone / f"metrics/eval/{variant}").glob("*.jsonl"))
+
+
 def test_second_repro_skips_every_stage(clone):
     out = dvc(clone, "repro").stdout
     assert "Running stage" not in out
-    for stage in DATA_STAGES + TRAIN_STAGES:
+    for stage in DATA_STAGES + TRAIN_STAGES + EVAL_STAGES:
         assert f"Stage '{stage}' didn't change, skipping" in out
 
 

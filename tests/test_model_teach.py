@@ -1,7 +1,6 @@
 """The teach signal: the per-token gradient of the token's own loss at the top of the stream."""
 from __future__ import annotations
 
-import pytest
 import torch
 import torch.nn.functional as F
 

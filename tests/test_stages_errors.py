@@ -44,7 +44,7 @@ def test_corrupt_parquet_shard_is_named(sharded, tmp_path):
     shard = tmp_path / "p" / "data" / "shards" / "train" / "shard-00001.parquet"
     shard.write_bytes(shard.read_bytes()[:100])
     result = run_stage(tmp_path / "p", "stages.tokenizer")
-    _one_error_line(result, f"data/shards/train/shard-00001.parquet: corrupt or unreadable parquet")
+    _one_error_line(result, "data/shards/train/shard-00001.parquet: corrupt or unreadable parquet")
     assert not (tmp_path / "p" / "data" / "tokenizer").exists()
 
 

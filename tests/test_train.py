@@ -2,7 +2,6 @@
 strict checkpoints, and the stage's bad-input errors."""
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import numpy as np
