@@ -18,6 +18,7 @@ from nlrepro.errors import NLReproError
 from nlrepro.eval.config import EvalConfig
 from nlrepro.model.config import ClipConfig, ModelConfig, TeachConfig
 from nlrepro.model.presets import model_config
+from nlrepro.report.config import GateConfig, ReportConfig
 from nlrepro.train.config import TrainConfig
 
 
@@ -150,6 +151,8 @@ class Params:
     train: TrainConfig = TrainConfig()
     data: DataConfig = DataConfig()
     eval: EvalConfig = EvalConfig()
+    report: ReportConfig = ReportConfig()
+    gate: GateConfig = GateConfig()
 
     def validate(self, path: str) -> None:
         if "type" in self.model:

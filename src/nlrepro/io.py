@@ -16,6 +16,19 @@ import pyarrow.parquet as pq
 from nlrepro.errors import NLReproError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _publish_mode(path: Path, directory: bool) -> None:
+    """mkstemp/mkdtemp create 0600/0700 entries; give outputs the mode an ordinary file
+    would get under the user's umask, so collaborators on a shared filesystem can read
+    them."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary sibling of ``path``; rename it over ``path`` only on success."""
@@ -26,6 +39,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = Path(tmp)
     try:
         yield tmp
+        if tmp.exists():
+            _publish_mode(tmp, directory=False)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -39,6 +54,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        _publish_mode(tmp, directory=True)
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)

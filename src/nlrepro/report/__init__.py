@@ -1,0 +1,1 @@
+"""Reports built from pipeline outputs (plots, summaries)."""

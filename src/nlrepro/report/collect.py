@@ -1,0 +1,220 @@
+"""Read every variant's training and evaluation outputs into one comparison.
+
+Inputs per variant (written by the train and evaluate stages):
+
+* ``metrics/train/<variant>/metrics.json`` - the end-of-run summary;
+* ``metrics/train/<variant>/log.jsonl``    - the durable per-step log (curves);
+* ``metrics/eval/<variant>.json``          - the offline suite and zero-shot tasks.
+
+``summarize`` turns them into the flat, numeric ``metrics/summary.json``: one mapping per
+variant whose keys are metric names (``val_loss``, ``choice_acc``, ``zs_piqa_acc`` ...),
+plus a ``chance`` mapping with what a uniform guess scores on the same metric names.
+Flat names keep ``dvc metrics show/diff`` readable (``hope.val_loss``) and give the
+regression gate one name per metric to write a threshold for.
+"""
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nlrepro.errors import NLReproError
+
+DISPLAY = {"hope": "HOPE", "titan": "TITAN", "transformer": "Transformer++"}
+# Offline-suite metrics: (summary name, task, key in the eval json).
+OFFLINE = [
+    ("ppl_token", "perplexity", "token_perplexity"),
+    ("bits_per_byte", "perplexity", "bits_per_byte"),
+    ("last_word_acc", "last_word", "acc"),
+    ("last_word_ppl", "last_word", "perplexity"),
+    ("choice_acc", "choice", "acc"),
+    ("choice_acc_norm", "choice", "acc_norm"),
+    ("passkey_acc", "passkey", "acc"),
+]
+# Chance keys of the offline suite that differ from the metric key.
+_OFFLINE_CHANCE = {("perplexity", "token_perplexity"): "token_perplexity",
+                   ("last_word", "perplexity"): "perplexity"}
+
+
+@dataclass
+class VariantRun:
+    """What the train and evaluate stages wrote for one variant."""
+
+    name: str
+    train: dict[str, Any]
+    log: list[dict[str, Any]]
+    eval: dict[str, Any]
+
+    def curve(self, kind: str, key: str) -> tuple[list[int], list[float]]:
+        """(steps, values) of one logged metric; a value logged as null reads as NaN."""
+        steps, values = [], []
+        for entry in self.log:
+            if entry["kind"] == kind and key in entry["metrics"]:
+                value = entry["metrics"][key]
+                steps.append(entry["step"])
+                values.append(math.nan if value is None else float(value))
+        return steps, values
+
+    def update_norm_levels(self) -> list[str]:
+        """Memory levels whose update norm was logged (``memory``, ``selfmod``, ``cms0`` ...)."""
+        seen: dict[str, None] = {}
+        for entry in self.log:
+            for key in entry["metrics"]:
+                if key.startswith("update_norm/"):
+                    seen[key.split("/", 1)[1]] = None
+        return list(seen)
+
+
+def _read_json(path: Path, stage: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise NLReproError(f"{path}: not found (run `dvc repro {stage}` first)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise NLReproError(f"{path}: not valid JSON ({exc.__class__.__name__})") from None
+    if not isinstance(data, dict):
+        raise NLReproError(f"{path}: expected a JSON object")
+    return data
+
+
+def _read_log(path: Path, stage: str) -> list[dict[str, Any]]:
+    """The per-step log, one entry per (kind, step): a resumed run may have logged a step
+    twice, and the later line is the one the finished run stands on."""
+    if not path.is_file():
+        raise NLReproError(f"{path}: not found (run `dvc repro {stage}` first)")
+    entries: dict[tuple[str, int], dict] = {}
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+            key = (str(entry["kind"]), int(entry["step"]))
+            if not isinstance(entry["metrics"], dict):
+                raise TypeError
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            raise NLReproError(f"{path}:{n}: not a log entry (kind, step, metrics)") from None
+        entries[key] = entry
+    return sorted(entries.values(), key=lambda e: (e["step"], e["kind"]))
+
+
+def load_runs(root: Path, variants: list[str]) -> list[VariantRun]:
+    """Every variant's outputs, each checked before anything is drawn or written."""
+    runs = []
+    for v in variants:
+        train_dir = root / "metrics/train" / v
+        runs.append(VariantRun(
+            name=v,
+            train=_read_json(train_dir / "metrics.json", f"train@{v}"),
+            log=_read_log(train_dir / "log.jsonl", f"train@{v}"),
+            eval=_read_json(root / "metrics/eval" / f"{v}.json", f"evaluate@{v}"),
+        ))
+    return runs
+
+
+def _get(d: dict, *keys: str, where: str) -> Any:
+    for key in keys:
+        if not isinstance(d, dict) or key not in d:
+            raise NLReproError(f"{where}: missing '{'.'.join(keys)}'")
+        d = d[key]
+    return d
+
+
+def _num(value: Any) -> float:
+    return math.nan if value is None else float(value)
+
+
+def train_throughput(run: VariantRun) -> float:
+    """Median of the logged training tokens/s: robust to the first (warm-up) interval and
+    to evaluation pauses, which ``tokens_seen / train_seconds`` would count."""
+    _, tps = run.curve("train", "tokens_per_s")
+    tps = [t for t in tps if math.isfinite(t)]
+    return statistics.median(tps) if tps else math.nan
+
+
+def _zero_shot_metrics(results: dict[str, Any]) -> dict[str, tuple[float, float | None]]:
+    """``zs_<task>_<metric>`` -> (value, chance) for every zero-shot metric evaluated."""
+    out: dict[str, tuple[float, float | None]] = {}
+    for task, res in sorted(results.items()):
+        if task == "average_accuracy":
+            out["zs_average_accuracy"] = (_num(res), None)
+            continue
+        chance = res.get("chance", {})
+        for metric, value in sorted(res.items()):
+            if metric in ("chance", "n") or isinstance(value, (dict, list)):
+                continue
+            out[f"zs_{task}_{metric}"] = (_num(value), chance.get(metric))
+    return out
+
+
+def variant_metrics(run: VariantRun) -> tuple[dict[str, float], dict[str, float]]:
+    """(metrics, chance) of one variant under the summary's flat names."""
+    t, e = run.train, run.eval
+    tw = f"metrics/train/{run.name}/metrics.json"
+    ew = f"metrics/eval/{run.name}.json"
+    m: dict[str, float] = {
+        "params": _num(_get(t, "params", where=tw)),
+        "tokens_seen": _num(_get(t, "tokens_seen", where=tw)),
+        "steps": _num(_get(t, "step", where=tw)),
+        "val_loss": _num(_get(t, "val", "loss", where=tw)),
+        "val_ppl": _num(_get(t, "val", "ppl", where=tw)),
+        "skipped_steps": _num(_get(t, "skipped_steps", where=tw)),
+        "max_update_norm": _num(t.get("max_update_norm")),
+        "teach_scale_final": _num(t.get("teach_scale_final")),
+        "tokens_per_s": train_throughput(run),
+        "train_seconds": _num(t.get("train_seconds")),
+    }
+    chance: dict[str, float] = {"val_ppl": _num(_get(e, "offline", "perplexity", "chance",
+                                                      "token_perplexity", where=ew))}
+    chance["val_loss"] = math.log(chance["val_ppl"])
+    for name, task, key in OFFLINE:
+        res = _get(e, "offline", task, where=ew)
+        m[name] = _num(_get(res, key, where=f"{ew} offline"))
+        c = res.get("chance")
+        c = c.get(_OFFLINE_CHANCE.get((task, key), key)) if isinstance(c, dict) else c
+        if c is not None:
+            chance[name] = float(c)
+    passkey = e["offline"]["passkey"]
+    for length, acc in sorted(passkey.get("acc_by_length", {}).items(), key=lambda kv: int(kv[0])):
+        m[f"passkey_acc_len{length}"] = _num(acc)
+        chance[f"passkey_acc_len{length}"] = float(passkey["chance"])
+    for length, ll in passkey.get("key_loglik_by_length", {}).items():
+        m[f"passkey_key_loglik_len{length}"] = _num(ll)
+        chance[f"passkey_key_loglik_len{length}"] = math.log(float(passkey["chance"]))
+    for name, (value, c) in _zero_shot_metrics(e.get("zero_shot", {})).items():
+        m[name] = value
+        if c is not None:
+            chance[name] = float(c)
+    return m, chance
+
+
+def summarize(runs: list[VariantRun]) -> dict[str, dict[str, float]]:
+    """The content of metrics/summary.json: ``{variant: {metric: value}, "chance": {...}}``.
+    Chance is the same for every variant (one tokenizer, one task set); the first
+    variant's is kept."""
+    summary: dict[str, dict[str, float]] = {}
+    chance: dict[str, float] = {}
+    for run in runs:
+        summary[run.name], c = variant_metrics(run)
+        for key, value in c.items():
+            chance.setdefault(key, value)
+    summary["chance"] = chance
+    return summary
+
+
+def passkey_grid(run: VariantRun) -> tuple[list[int], list[float], list[list[float]]]:
+    """(lengths, depths, acc[length][depth]) of passkey retrieval, sorted numerically."""
+    grid = run.eval["offline"]["passkey"].get("acc_grid", {})
+    lengths = sorted(int(k) for k in grid)
+    depths = sorted({float(d) for row in grid.values() for d in row})
+    acc = [[_num(grid[str(L)].get(_depth_key(grid[str(L)], d))) for d in depths] for L in lengths]
+    return lengths, depths, acc
+
+
+def _depth_key(row: dict[str, Any], depth: float) -> str | None:
+    for key in row:
+        if float(key) == depth:
+            return key
+    return None

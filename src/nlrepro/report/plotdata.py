@@ -1,0 +1,73 @@
+"""Long-format CSV tables behind the ``dvc plots show`` definitions (plots/data/*.csv).
+
+Each table has a ``series`` column (the variant) that the project's Vega-Lite templates in
+.dvc/plots colour by, so one plot overlays every variant whatever ``train.variants``
+holds; line tables also have a ``kind`` column (train/val, memory level) drawn as the
+dash, together with the revision under ``dvc plots diff`` (bars: shade per revision).
+"""
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+from nlrepro.io import atomic_path
+from nlrepro.report.collect import DISPLAY, VariantRun, passkey_grid
+from nlrepro.report.figures import score_columns
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
+    with atomic_path(path) as tmp:
+        with tmp.open("w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f, lineterminator="\n")
+            w.writerow(header)
+            for row in rows:
+                w.writerow(["" if isinstance(x, float) and not math.isfinite(x) else x
+                            for x in row])
+
+
+def _curve_rows(run: VariantRun, log_kind: str, key: str, series: str, kind: str = ""
+                ) -> list[list]:
+    return [[s, series, kind, v] for s, v in zip(*run.curve(log_kind, key))]
+
+
+def write_plot_data(runs: list[VariantRun], summary: dict, out_dir: Path) -> list[Path]:
+    variants = [r.name for r in runs]
+    names = {r.name: DISPLAY.get(r.name, r.name) for r in runs}
+    tables: dict[str, tuple[list[str], list[list]]] = {}
+
+    loss = []
+    for run in runs:
+        loss += _curve_rows(run, "train", "loss", names[run.name], "train")
+        loss += _curve_rows(run, "val", "loss", names[run.name], "val")
+    tables["loss"] = (["step", "series", "kind", "loss"], loss)
+
+    memory_runs = [r for r in runs if r.update_norm_levels()]
+    tables["teach_scale"] = (["step", "series", "kind", "teach_scale"], [
+        row for run in memory_runs or runs
+        for row in _curve_rows(run, "train", "teach_scale", names[run.name])])
+    tables["update_norm"] = (["step", "series", "kind", "update_norm"], [
+        row for run in memory_runs for level in run.update_norm_levels()
+        for row in _curve_rows(run, "train", f"update_norm/{level}", names[run.name], level)])
+
+    scores = []
+    for key, label in score_columns(summary, variants):
+        chance = summary["chance"].get(key, math.nan)
+        for v in variants:
+            scores.append([label.replace("\n", " "), names[v], summary[v].get(key, math.nan),
+                           chance])
+    tables["scores"] = (["metric", "series", "score", "chance"], scores)
+
+    passkey = []
+    for run in runs:
+        lengths, _, acc = passkey_grid(run)
+        for n, row in zip(lengths, acc):
+            passkey.append([n, names[run.name], sum(row) / len(row) if row else math.nan])
+    tables["passkey"] = (["length", "series", "acc"], passkey)
+
+    paths = []
+    for name, (header, rows) in tables.items():
+        path = out_dir / f"{name}.csv"
+        _write_csv(path, header, rows)
+        paths.append(path)
+    return paths

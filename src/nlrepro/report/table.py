@@ -1,0 +1,146 @@
+"""The markdown comparison of the variants (metrics/report.md).
+
+One column per variant and one for chance (a uniform guess on the same metric), so every
+score is read against what it would be by luck. Rows the summary lacks (a zero-shot task
+that was not run) are left out rather than shown empty.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from nlrepro.report.collect import DISPLAY
+
+# (summary name, row label, format). Format "g3" = 3 significant digits, "si" = 1.33M.
+TRAINING_ROWS = [
+    ("params", "parameters", "si"),
+    ("tokens_seen", "tokens seen", "si"),
+    ("steps", "optimizer steps", "int"),
+    ("val_loss", "val loss (nats/token)", "f3"),
+    ("val_ppl", "val perplexity", "f1"),
+    ("skipped_steps", "skipped steps (non-finite)", "int"),
+    ("max_update_norm", "max memory update norm", "f3"),
+    ("teach_scale_final", "teach scale at the end", "g3"),
+]
+OFFLINE_ROWS = [
+    ("ppl_token", "test perplexity / token", "f1"),
+    ("bits_per_byte", "test bits / byte", "f3"),
+    ("last_word_acc", "last word acc", "f3"),
+    ("last_word_ppl", "last word perplexity", "f1"),
+    ("choice_acc", "real-vs-distractor acc", "f3"),
+    ("choice_acc_norm", "real-vs-distractor acc_norm", "f3"),
+    ("passkey_acc", "passkey acc (all lengths)", "f3"),
+]
+
+
+def fmt(value: Any, style: str) -> str:
+    if value is None:
+        return ""
+    value = float(value)
+    if not math.isfinite(value):
+        return f"**{value}**"  # a NaN or inf is the news of the table: make it stand out
+    if style == "int":
+        return f"{value:,.0f}"
+    if style == "si":
+        for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+            if abs(value) >= scale:
+                return f"{value / scale:.2f}{unit}"
+        return f"{value:.0f}"
+    if style == "g3":
+        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
+    if style.startswith("f"):
+        return f"{value:.{int(style[1:])}f}"
+    raise ValueError(style)
+
+
+def _rows(summary: dict, variants: list[str], rows: list[tuple[str, str, str]],
+          chance: bool = True) -> list[str]:
+    out = []
+    for key, label, style in rows:
+        if not any(key in summary[v] for v in variants):
+            continue
+        cells = [fmt(summary[v].get(key), style) for v in variants]
+        if chance:
+            c = summary["chance"].get(key)
+            cells.append(fmt(c, "g3") if c is not None else "")
+        out.append(f"| {label} | " + " | ".join(cells) + " |")
+    return out
+
+
+def _header(first: str, variants: list[str], chance: bool = True) -> list[str]:
+    names = [DISPLAY.get(v, v) for v in variants] + (["chance"] if chance else [])
+    return [f"| {first} | " + " | ".join(names) + " |",
+            "|---|" + "---:|" * len(names)]
+
+
+ZS_METRICS = ("acc_norm", "acc", "word_perplexity", "byte_perplexity", "bits_per_byte",
+              "perplexity")
+
+
+def zero_shot_label(key: str) -> str:
+    """``zs_arc_easy_acc_norm`` -> ``arc_easy acc_norm`` (task names hold underscores, so
+    the metric is matched as a known suffix)."""
+    body = key[3:]
+    for metric in ZS_METRICS:
+        if body.endswith("_" + metric):
+            return f"{body[:-len(metric) - 1]} {metric}"
+    return body
+
+
+def _zero_shot_rows(summary: dict, variants: list[str]) -> list[tuple[str, str, str]]:
+    keys = sorted({k for v in variants for k in summary[v] if k.startswith("zs_")})
+    return [(k, zero_shot_label(k),
+             "f3" if k.endswith(("acc", "acc_norm", "accuracy", "bits_per_byte")) else "f2")
+            for k in keys]
+
+
+def throughput_rows(summary: dict, variants: list[str], reference: str) -> list[str]:
+    cells = []
+    ref = summary.get(reference, {}).get("tokens_per_s")
+    for v in variants:
+        tps = summary[v]["tokens_per_s"]
+        ratio = f" ({tps / ref:.2f}x)" if ref and math.isfinite(tps) else ""
+        cells.append(fmt(tps, "int") + ratio)
+    secs = [fmt(summary[v].get("train_seconds"), "int") for v in variants]
+    return [f"| train tokens/s (x {DISPLAY.get(reference, reference)}) | " + " | ".join(cells) + " | |",
+            "| train wall seconds | " + " | ".join(secs) + " | |"]
+
+
+def render(summary: dict, variants: list[str], reference: str, lineage: dict[str, Any]) -> str:
+    """The whole report.md: main table, long-context table, figures, provenance."""
+    lines = ["# " + " vs ".join(DISPLAY.get(v, v) for v in variants), "",
+             "Written by the `report` stage (`dvc repro report`) from metrics/train/* and "
+             "metrics/eval/*; numbers also in `metrics/summary.json`. *chance* is what a "
+             "uniform guess scores on the same metric (perplexity: the vocabulary size).", ""]
+    lines += ["## Training and held-out evaluation", ""]
+    lines += _header("metric", variants)
+    lines += _rows(summary, variants, TRAINING_ROWS)
+    lines += throughput_rows(summary, variants, reference)
+    lines += _rows(summary, variants, OFFLINE_ROWS)
+    zs = _zero_shot_rows(summary, variants)
+    lines += ["", "## Zero-shot tasks", ""]
+    if zs:
+        lines += _header("task metric", variants) + _rows(summary, variants, zs)
+    else:
+        lines += ["No zero-shot task was configured (`eval.tasks` in params.yaml; "
+                  "docs/EVAL_TASKS.md)."]
+    lengths = sorted({int(k.rsplit("len", 1)[1]) for v in variants for k in summary[v]
+                      if k.startswith("passkey_acc_len")})
+    if lengths:
+        lines += ["", "## Long context: passkey retrieval accuracy by prompt length (tokens)", ""]
+        lines += _header("length", variants)
+        lines += _rows(summary, variants,
+                       [(f"passkey_acc_len{n}", f"{n}", "f3") for n in lengths])
+        lines += ["", "Mean log-likelihood of the 5 passkey digits (teacher-forced; higher is "
+                  "better; it moves before accuracy does; chance = log 1/90,000, a uniform guess over the "
+                  "5-digit keys):", ""]
+        lines += _header("length", variants)
+        lines += _rows(summary, variants,
+                       [(f"passkey_key_loglik_len{n}", f"{n}", "f2") for n in lengths])
+    lines += ["", "## Figures", ""]
+    for name, title in [("loss", "Loss curves"), ("teach", "Teach scale and memory update norms"),
+                        ("scores", "Scores with chance"), ("long_context", "Long-context accuracy")]:
+        lines.append(f"![{title}](../plots/figures/{name}.png)")
+    lines += ["", "## Provenance", ""]
+    lines += [f"- {k}: {v}" for k, v in lineage.items()]
+    return "\n".join(lines) + "\n"
