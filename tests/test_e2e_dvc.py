@@ -22,6 +22,7 @@ DATA_STAGES = ["ingest@shakespeare", "ingest@synthetic", "filter", "shard", "tok
 VARIANTS = ["hope", "titan", "transformer"]
 TRAIN_STAGES = [f"train@{v}" for v in VARIANTS]
 EVAL_STAGES = [f"evaluate@{v}" for v in VARIANTS]
+REPORT_STAGES = ["report"]
 
 
 def sh(cwd, *cmd, check=True):
@@ -108,10 +109,47 @@ def test_repro_evaluates_every_variant_with_records_and_lineage(clone):
         assert list((clone / f"metrics/eval/{variant}").glob("*.jsonl"))
 
 
+def test_repro_ends_with_the_report(clone):
+    summary = json.loads((clone / "metrics/summary.json").read_text())
+    assert set(summary) == set(VARIANTS) | {"chance"}
+    for variant in VARIANTS:
+        train = json.loads((clone / f"metrics/train/{variant}/metrics.json").read_text())
+        result = json.loads((clone / f"metrics/eval/{variant}.json").read_text())
+        assert summary[variant]["val_loss"] == train["val"]["loss"]
+        assert summary[variant]["ppl_token"] == result["offline"]["perplexity"]["token_perplexity"]
+    assert "| metric | HOPE | TITAN | Transformer++ | chance |" in \
+        (clone / "metrics/report.md").read_text()
+    for name in ["loss", "teach", "scores", "long_context"]:
+        assert (clone / f"plots/figures/{name}.png").read_bytes()[:4] == b"\x89PNG"
+    # Every plot definition of dvc.yaml finds its data.
+    shown = json.loads(dvc(clone, "plots", "show", "--json", "-o", str(clone / "dvc_plots")).stdout)
+    vega = {name for name, items in shown["data"].items() if items[0]["type"] == "vega"}
+    assert vega == {"loss", "teach_scale", "update_norm", "scores", "passkey"}
+
+
+def test_gate_passes_an_unchanged_run_and_fails_a_planted_regression(clone):
+    sh(clone, "git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A")
+    sh(clone, "git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "lock")
+    gate = [sys.executable, "-m", "nlrepro.report.gate"]
+    env_ok = sh(clone, "env", "PYTHONPATH=src", *gate)
+    assert env_ok.stdout.rstrip().endswith("gate passed"), env_ok.stdout
+    path = clone / "metrics/summary.json"
+    original = path.read_text()
+    summary = json.loads(original)
+    summary["titan"]["val_loss"] += 0.5
+    path.write_text(json.dumps(summary))
+    try:
+        failed = sh(clone, "env", "PYTHONPATH=src", *gate, check=False)
+        assert failed.returncode == 1
+        assert "gate FAILED: 1 metric(s) past their threshold: titan.val_loss" in failed.stdout
+    finally:
+        path.write_text(original)
+
+
 def test_second_repro_skips_every_stage(clone):
     out = dvc(clone, "repro").stdout
     assert "Running stage" not in out
-    for stage in DATA_STAGES + TRAIN_STAGES + EVAL_STAGES:
+    for stage in DATA_STAGES + TRAIN_STAGES + EVAL_STAGES + REPORT_STAGES:
         assert f"Stage '{stage}' didn't change, skipping" in out
 
 
@@ -136,7 +174,8 @@ def test_metrics_show_prints_the_data_metrics(clone):
 
 def test_experiment_on_vocab_size_reruns_only_what_depends_on_it(clone):
     sh(clone, "git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A")
-    sh(clone, "git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "lock")
+    sh(clone, "git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "lock",
+       "--allow-empty")
     out = dvc(clone, "exp", "run", "-S", "data.tokenizer.vocab_size=384").stdout
     for stage in DATA_STAGES[:4]:
         assert f"Stage '{stage}' didn't change, skipping" in out
