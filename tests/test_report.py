@@ -9,8 +9,10 @@ import json
 import math
 
 import pytest
+import yaml
 
 from conftest import smoke_params
+from stages.report import main as report_main
 
 VOCAB = 512
 
@@ -69,6 +71,39 @@ ARC = {"arc_easy": {"acc": 0.5, "acc_norm": 0.625, "n": 8,
                     "chance": {"acc": 0.25, "acc_norm": 0.25}}}
 GRID_HOPE = {"64": {"0.0": 1.0, "1.0": 0.0}, "128": {"0.0": 0.0, "1.0": 0.0}}
 GRID_ZERO = {"64": {"0.0": 0.0, "1.0": 0.0}, "128": {"0.0": 0.0, "1.0": 0.0}}
+
+
+class Run:
+    """What the stage printed and how it exited, run in-process (a subprocess per call
+    would spend most of the time importing torch)."""
+
+    def __init__(self, returncode: int, stdout: str, stderr: str):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+class Project:
+    def __init__(self, root, capsys):
+        self.root, self._capsys = root, capsys
+
+    def write_params(self, params: dict) -> None:
+        (self.root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    def run(self, stage: str) -> Run:
+        assert stage == "stages.report"
+        self._capsys.readouterr()
+        try:
+            report_main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code
+        out = self._capsys.readouterr()
+        return Run(code, out.out, out.err)
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    return Project(tmp_path, capsys)
 
 
 @pytest.fixture
