@@ -123,8 +123,9 @@ def test_unchanged_run_passes(repo):
     write_summary(repo)
     r = gate(repo)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "workspace against HEAD: 4 gated metrics, 2 not gated" in r.stdout
-    assert r.stdout.rstrip().endswith("gate passed")
+    assert r.stdout.splitlines() == [
+        "gate: metrics/summary.json, workspace against HEAD: 4 gated metrics (4 unchanged), "
+        "2 not gated (--all lists every metric)", "gate passed"]
 
 
 def test_planted_regression_fails_with_a_table(repo):
@@ -138,8 +139,10 @@ def test_planted_regression_fails_with_a_table(repo):
     assert row.split()[1:4] == ["5.1", "5.2", "0.1"] and row.endswith("REGRESSED")
     assert next(l for l in lines if l.startswith("transformer.choice_acc")).endswith("improved")
     assert lines[-1] == "gate FAILED: 1 metric(s) past their threshold: hope.val_loss"
-    assert not any(l.startswith("hope.tokens_per_s") for l in lines)
-    assert "hope.tokens_per_s" in gate(repo, "--all").stdout
+    # Unchanged gated metrics and ungated timings are left out unless --all.
+    assert not any(l.startswith(("hope.tokens_per_s", "hope.choice_acc")) for l in lines)
+    every = gate(repo, "--all").stdout
+    assert "hope.tokens_per_s" in every and "hope.choice_acc" in every
 
 
 def test_a_metric_within_threshold_and_a_nan(repo):

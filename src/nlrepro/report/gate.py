@@ -169,13 +169,17 @@ def table(verdicts: list[Verdict], markdown: bool = False) -> str:
 
 def run_gate(baseline: str, target: Optional[str], file: str, rules: dict[str, GateRule],
              show_all: bool = False, markdown: bool = False) -> int:
+    """Print the verdicts and return the exit status. The table lists the gated metrics that
+    moved (or failed); ``show_all`` lists every metric, unchanged and ungated ones too."""
     verdicts = compare(dvc_metrics_diff(baseline, target, file), rules)
-    shown = verdicts if show_all else [v for v in verdicts if v.rule is not None]
+    gated = [v for v in verdicts if v.rule is not None]
+    moved = [v for v in gated if v.status != "ok" or v.worse_by]
+    shown = verdicts if show_all else moved
     failed = [v for v in verdicts if v.failed]
-    gated = sum(v.rule is not None for v in verdicts)
     where = target or "workspace"
-    print(f"gate: {file}, {where} against {baseline}: {gated} gated metrics, "
-          f"{len(verdicts) - gated} not gated (--all lists them)")
+    print(f"gate: {file}, {where} against {baseline}: {len(gated)} gated metrics "
+          f"({len(gated) - len(moved)} unchanged), {len(verdicts) - len(gated)} not gated "
+          f"(--all lists every metric)")
     if shown:
         print(table(shown, markdown))
     if failed:
