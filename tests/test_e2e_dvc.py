@@ -1,7 +1,7 @@
 """End to end: `dvc repro` in a temporary git clone of the working tree, at smoke size.
 
 Each later stage of the pipeline joins this test, so CI proves the whole pipeline runs
-from a clean checkout. Marked e2e; it takes about a minute.
+from a clean checkout. Marked e2e; it takes about four minutes on 2 cores.
 """
 import json
 import shutil
