@@ -7,7 +7,6 @@ first output is written; see docs/REPORT.md.
 """
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 from nlrepro.config import load_params

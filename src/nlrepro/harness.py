@@ -67,7 +67,6 @@ from nlrepro.data.tokenizer import EOS
 from nlrepro.errors import NLReproError
 from nlrepro.eval.runner import load_checkpoint_model
 from nlrepro.eval.scorer import ModelScorer
-from nlrepro.train import checkpoint as checkpoint_io
 
 try:
     import lm_eval.models  # noqa: F401  (fills the registry with lm-eval's own models first)
@@ -152,8 +151,10 @@ class NLReproLM(LM):
             raise NLReproError("nlrepro model_args: checkpoint=<path to models/<variant>.pt> "
                                "is required")
         ckpt_path, tok_path = Path(str(checkpoint)), Path(str(tokenizer))
-        variant = self._variant(ckpt_path)  # the checkpoint's own
-        loaded = load_checkpoint_model(ckpt_path, tok_path, variant)
+        loaded = load_checkpoint_model(ckpt_path, tok_path)  # whichever variant it holds
+        variant = loaded.payload["config"].get("variant")
+        if not isinstance(variant, str):
+            raise NLReproError(f"{ckpt_path}: checkpoint config names no model variant")
         row_len = int(loaded.payload["config"]["data"]["row_len"])
 
         self._device = _device(device)
@@ -194,13 +195,6 @@ class NLReproLM(LM):
             "nlrepro_dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
             "nlrepro_device": str(self._device),
         }
-
-    @staticmethod
-    def _variant(path: Path) -> str:
-        variant = checkpoint_io.load(path)["config"].get("variant")
-        if not isinstance(variant, str):
-            raise NLReproError(f"{path}: checkpoint config names no model variant")
-        return variant
 
     # --- construction from lm-eval's CLI / simple_evaluate ------------------------
 

@@ -16,17 +16,20 @@ import pyarrow.parquet as pq
 from nlrepro.errors import NLReproError
 
 
-def _umask() -> int:
-    mask = os.umask(0)
+def _read_umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it: done once, at import
     os.umask(mask)
     return mask
+
+
+_UMASK = _read_umask()
 
 
 def _publish_mode(path: Path, directory: bool) -> None:
     """mkstemp/mkdtemp create 0600/0700 entries; give outputs the mode an ordinary file
     would get under the user's umask, so collaborators on a shared filesystem can read
     them."""
-    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+    os.chmod(path, (0o777 if directory else 0o666) & ~_UMASK)
 
 
 @contextlib.contextmanager

@@ -48,12 +48,14 @@ class LoadedModel:
     tokenizer_sha256: str
 
 
-def load_checkpoint_model(ckpt_path: Path, tokenizer_path: Path, variant: str) -> LoadedModel:
+def load_checkpoint_model(ckpt_path: Path, tokenizer_path: Path,
+                          variant: Optional[str] = None) -> LoadedModel:
     """The model of a training checkpoint, rebuilt from the config stored in it and loaded
-    strictly; the tokenizer must be the one it was trained with."""
+    strictly; the tokenizer must be the one it was trained with. ``variant``, when given,
+    must be the checkpoint's (None: whichever it holds)."""
     payload = checkpoint.load(ckpt_path)
     config = payload["config"]
-    if config.get("variant", variant) != variant:
+    if variant is not None and config.get("variant", variant) != variant:
         raise NLReproError(f"{ckpt_path}: holds a {config['variant']} model, not {variant}")
     try:
         model_cfg = parse(ModelConfig, config["model"], "checkpoint.model")

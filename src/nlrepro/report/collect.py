@@ -177,8 +177,8 @@ def variant_metrics(run: VariantRun) -> tuple[dict[str, float], dict[str, float]
         if c is not None:
             chance[name] = float(c)
     passkey = e["offline"]["passkey"]
-    for length, acc in sorted(passkey.get("acc_by_length", {}).items(), key=lambda kv: int(kv[0])):
-        m[f"passkey_acc_len{length}"] = _num(acc)
+    for length, acc in zip(*passkey_by_length(run)):
+        m[f"passkey_acc_len{length}"] = acc
         chance[f"passkey_acc_len{length}"] = float(passkey["chance"])
     for length, ll in passkey.get("key_loglik_by_length", {}).items():
         m[f"passkey_key_loglik_len{length}"] = _num(ll)
@@ -204,17 +204,32 @@ def summarize(runs: list[VariantRun]) -> dict[str, dict[str, float]]:
     return summary
 
 
+ZS_METRICS = ("acc_norm", "acc", "word_perplexity", "byte_perplexity", "bits_per_byte",
+              "perplexity")
+
+
+def zero_shot_label(key: str) -> str:
+    """``zs_arc_easy_acc_norm`` -> ``arc_easy acc_norm`` (task names hold underscores, so
+    the metric is matched as a known suffix)."""
+    body = key[3:]
+    for metric in ZS_METRICS:
+        if body.endswith("_" + metric):
+            return f"{body[:-len(metric) - 1]} {metric}"
+    return body
+
+
+def passkey_by_length(run: VariantRun) -> tuple[list[int], list[float]]:
+    """(lengths, accuracy) of passkey retrieval as the evaluate stage reported them."""
+    by_length = run.eval["offline"]["passkey"].get("acc_by_length", {})
+    lengths = sorted(by_length, key=int)
+    return [int(n) for n in lengths], [_num(by_length[n]) for n in lengths]
+
+
 def passkey_grid(run: VariantRun) -> tuple[list[int], list[float], list[list[float]]]:
-    """(lengths, depths, acc[length][depth]) of passkey retrieval, sorted numerically."""
-    grid = run.eval["offline"]["passkey"].get("acc_grid", {})
-    lengths = sorted(int(k) for k in grid)
-    depths = sorted({float(d) for row in grid.values() for d in row})
-    acc = [[_num(grid[str(L)].get(_depth_key(grid[str(L)], d))) for d in depths] for L in lengths]
-    return lengths, depths, acc
-
-
-def _depth_key(row: dict[str, Any], depth: float) -> str | None:
-    for key in row:
-        if float(key) == depth:
-            return key
-    return None
+    """(lengths, depths, acc[length][depth]) of passkey retrieval, sorted numerically
+    (depth keys are compared as numbers: "1" and "1.0" are one depth)."""
+    grid = {int(n): {float(d): a for d, a in row.items()}
+            for n, row in run.eval["offline"]["passkey"].get("acc_grid", {}).items()}
+    lengths = sorted(grid)
+    depths = sorted({d for row in grid.values() for d in row})
+    return lengths, depths, [[_num(grid[n].get(d)) for d in depths] for n in lengths]

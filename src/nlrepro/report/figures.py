@@ -19,8 +19,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from nlrepro.io import atomic_path
-from nlrepro.report.collect import DISPLAY, VariantRun, passkey_grid
-from nlrepro.report.table import zero_shot_label
+from nlrepro.report.collect import (DISPLAY, VariantRun, passkey_by_length, passkey_grid,
+                                    zero_shot_label)
 
 # Vega-Lite's default palette in the order it assigns it (series sorted by name), so the
 # PNGs and the `dvc plots show` page colour each variant alike.
@@ -87,8 +87,7 @@ def teach_figure(runs: list[VariantRun]) -> Figure:
                 title="In-context memory update norm per level")
     for ax in (ax_scale, ax_norm):
         ax.grid(alpha=0.3)
-    if memory_runs or runs:
-        ax_scale.legend(fontsize=8)
+    ax_scale.legend(fontsize=8)
     return fig
 
 
@@ -128,11 +127,10 @@ def long_context_figure(runs: list[VariantRun], chance: float | None) -> Figure:
     ax = axes[0]
     ticks: set[int] = set()
     for i, run in enumerate(runs):
-        lengths, _, acc = passkey_grid(run)
+        lengths, acc = passkey_by_length(run)
         ticks.update(lengths)
-        mean = [sum(row) / len(row) if row else math.nan for row in acc]
         # Markers shrink per variant so equal accuracies stay visible on top of each other.
-        ax.plot(lengths, mean, color=_color(run.name), marker="osD^v"[i % 5], ms=9 - 2 * (i % 3),
+        ax.plot(lengths, acc, color=_color(run.name), marker="osD^v"[i % 5], ms=9 - 2 * (i % 3),
                 label=DISPLAY.get(run.name, run.name))
     if chance is not None:
         ax.axhline(chance, color="black", lw=1, ls=":", label="chance")
@@ -160,6 +158,11 @@ def long_context_figure(runs: list[VariantRun], chance: float | None) -> Figure:
     if image is not None:
         fig.colorbar(image, ax=list(axes[1:]), shrink=0.8, label="accuracy")
     return fig
+
+
+# File name (without .png) -> title, in the order report.md shows them.
+FIGURES = {"loss": "Loss curves", "teach": "Teach scale and memory update norms",
+           "scores": "Scores with chance", "long_context": "Long-context accuracy"}
 
 
 def write_figures(runs: list[VariantRun], summary: dict, out_dir: Path, dpi: int) -> list[Path]:

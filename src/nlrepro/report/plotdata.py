@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 
 from nlrepro.io import atomic_path
-from nlrepro.report.collect import DISPLAY, VariantRun, passkey_grid
+from nlrepro.report.collect import DISPLAY, VariantRun, passkey_by_length
 from nlrepro.report.figures import score_columns
 
 
@@ -60,9 +60,8 @@ def write_plot_data(runs: list[VariantRun], summary: dict, out_dir: Path) -> lis
 
     passkey = []
     for run in runs:
-        lengths, _, acc = passkey_grid(run)
-        for n, row in zip(lengths, acc):
-            passkey.append([n, names[run.name], sum(row) / len(row) if row else math.nan])
+        for n, acc in zip(*passkey_by_length(run)):
+            passkey.append([n, names[run.name], acc])
     tables["passkey"] = (["length", "series", "acc"], passkey)
 
     paths = []

@@ -9,7 +9,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from nlrepro.report.collect import DISPLAY
+from nlrepro.report.collect import DISPLAY, zero_shot_label
+from nlrepro.report.figures import FIGURES
 
 # (summary name, row label, format). Format "g3" = 3 significant digits, "si" = 1.33M.
 TRAINING_ROWS = [
@@ -73,20 +74,6 @@ def _header(first: str, variants: list[str], chance: bool = True) -> list[str]:
             "|---|" + "---:|" * len(names)]
 
 
-ZS_METRICS = ("acc_norm", "acc", "word_perplexity", "byte_perplexity", "bits_per_byte",
-              "perplexity")
-
-
-def zero_shot_label(key: str) -> str:
-    """``zs_arc_easy_acc_norm`` -> ``arc_easy acc_norm`` (task names hold underscores, so
-    the metric is matched as a known suffix)."""
-    body = key[3:]
-    for metric in ZS_METRICS:
-        if body.endswith("_" + metric):
-            return f"{body[:-len(metric) - 1]} {metric}"
-    return body
-
-
 def _zero_shot_rows(summary: dict, variants: list[str]) -> list[tuple[str, str, str]]:
     keys = sorted({k for v in variants for k in summary[v] if k.startswith("zs_")})
     return [(k, zero_shot_label(k),
@@ -138,8 +125,7 @@ def render(summary: dict, variants: list[str], reference: str, lineage: dict[str
         lines += _rows(summary, variants,
                        [(f"passkey_key_loglik_len{n}", f"{n}", "f2") for n in lengths])
     lines += ["", "## Figures", ""]
-    for name, title in [("loss", "Loss curves"), ("teach", "Teach scale and memory update norms"),
-                        ("scores", "Scores with chance"), ("long_context", "Long-context accuracy")]:
+    for name, title in FIGURES.items():
         lines.append(f"![{title}](../plots/figures/{name}.png)")
     lines += ["", "## Provenance", ""]
     lines += [f"- {k}: {v}" for k, v in lineage.items()]
