@@ -1,9 +1,9 @@
 """Stage report: every variant's training and evaluation outputs -> the comparison.
 
 Writes metrics/summary.json (flat numbers per variant, plus chance), metrics/report.md
-(the markdown table), plots/figures/*.png and plots/data/*.csv (the tables behind the
-`dvc plots show` definitions in dvc.yaml). Every input is read and checked before the
-first output is written; see docs/REPORT.md.
+(the markdown tables, in-context learning included), plots/figures/*.png and
+plots/data/*.csv (the tables behind the `dvc plots show` definitions in dvc.yaml). Every
+input is read and checked before the first output is written; see docs/REPORT.md.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 from nlrepro.config import load_params
 from nlrepro.errors import cli_main
 from nlrepro.io import atomic_dir, atomic_path, write_json
-from nlrepro.report.collect import DISPLAY, load_runs, summarize
+from nlrepro.report.collect import DISPLAY, icl_setup, load_runs, summarize
 from nlrepro.report.figures import write_figures
 from nlrepro.report.plotdata import write_plot_data
 from nlrepro.report.table import render
@@ -38,8 +38,9 @@ def main() -> None:
     params = load_params()
     variants = list(params.train.variants)
     runs = load_runs(Path("."), variants)          # all inputs checked first
-    summary = summarize(runs)
-    text = render(summary, variants, params.report.reference_variant, lineage(runs))
+    summary = summarize(runs)                      # checks every eval's icl object too
+    icl = {run.name: icl_setup(run) for run in runs}
+    text = render(summary, variants, params.report.reference_variant, lineage(runs), icl)
     with atomic_dir(FIGURES) as figures, atomic_dir(PLOT_DATA) as data:
         write_figures(runs, summary, figures, params.report.dpi)
         write_plot_data(runs, summary, data)

@@ -124,7 +124,15 @@ def test_repro_ends_with_the_report(clone):
     # Every plot definition of dvc.yaml finds its data.
     shown = json.loads(dvc(clone, "plots", "show", "--json", "-o", str(clone / "dvc_plots")).stdout)
     vega = {name for name, items in shown["data"].items() if items[0]["type"] == "vega"}
-    assert vega == {"loss", "teach_scale", "update_norm", "scores", "passkey"}
+    assert vega == {"loss", "teach_scale", "update_norm", "scores", "passkey", "icl_position"}
+    # The in-context section: every memory variant streamed with its clips off and stayed
+    # bounded; the transformer has no fast weights to stream.
+    for variant in ["hope", "titan"]:
+        stream = json.loads((clone / f"metrics/eval/{variant}.json").read_text())["icl"]["stream"]
+        assert stream["finite"] and 0.5 <= stream["min_ratio"] and stream["max_ratio"] <= 2.0
+        assert summary[variant]["icl_gain"] == pytest.approx(
+            summary[variant]["icl_loss_off"] - summary[variant]["icl_loss_on"], abs=1e-12)
+    assert "stream" not in json.loads((clone / "metrics/eval/transformer.json").read_text())["icl"]
 
 
 def test_gate_passes_an_unchanged_run_and_fails_a_planted_regression(clone):

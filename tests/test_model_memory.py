@@ -48,7 +48,8 @@ def memory_apply(weights, x):
 
 
 def reference(memory: NeuralMemory, x: torch.Tensor, chunk: int, scale: float = 1.0):
-    """Eqs. 13-15 token by token; gradients at the weights the token's chunk started with."""
+    """Eqs. 13-15 token by token; gradients at the weights the token's chunk started with,
+    step theta (1 - eta) / chunk, forgetting back to the initial weights M_0."""
     qkv = F.silu(F.conv1d(F.pad(memory.to_qkv(x).transpose(1, 2), (memory.conv.width - 1, 0)),
                           memory.conv.weight, groups=3 * DIM)).transpose(1, 2)
     q, k, v = (split_heads(t, HEADS) for t in qkv.chunk(3, dim=-1))
@@ -58,18 +59,19 @@ def reference(memory: NeuralMemory, x: torch.Tensor, chunk: int, scale: float = 
     finals = []
     for b in range(BATCH):
         for h in range(HEADS):
-            run = [w[h].detach().clone() for w in memory.mlp.weights]
+            init = [w[h].detach().clone() for w in memory.mlp.weights]
+            run = [w.clone() for w in init]
             momentum = [torch.zeros_like(w) for w in run]
             for t in range(LENGTH):
                 if t % chunk == 0:
                     read = [w.clone().requires_grad_() for w in run]
                 theta, eta, alpha = (gates[b, t, i, h].detach() for i in range(3))
-                theta, retain = scale * theta, (1 - alpha) ** scale
+                theta, retain = scale * theta * (1 - eta) / chunk, (1 - alpha) ** scale
                 y[b, h, t] = memory_apply(read, q[b, h, t]).detach()
                 loss = (memory_apply(read, k[b, h, t].detach()) - v[b, h, t].detach()).pow(2).sum()   # Eq. 12
                 grads = torch.autograd.grad(loss, read)
                 momentum = [eta * s - theta * g for s, g in zip(momentum, grads)]                      # Eq. 13
-                run = [retain * m + s for m, s in zip(run, momentum)]                                  # Eq. 14
+                run = [m0 + retain * (m - m0) + s for m0, m, s in zip(init, run, momentum)]          # Eq. 14
             finals.append((b, h, run, momentum))
     return y, finals
 

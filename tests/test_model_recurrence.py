@@ -186,17 +186,24 @@ def test_outer_gradients_reach_initial_weights_projections_and_gates_through_the
 
 @pytest.mark.parametrize("variant", ["titan", "hope"])
 def test_clipping_is_the_same_in_train_and_eval_mode(variant):
-    clip = ClipConfig(residual=0.05, inner=0.01)
-    model = tiny_model(variant, clip=clip, teach_clip=0.1)
-    outputs = []
-    model.blocks[0].mixer.register_forward_hook(lambda m, i, o: outputs.append(o[0].norm(dim=-1).max()))
+    """clip.residual bounds the RMS of the gated memory branch (what W_o reads when there
+    is no attention) and of the CMS output; every guard reports how often it bound."""
+    clip = ClipConfig(residual=1e-5, inner=0.01)
+    model = tiny_model(variant, clip=clip, teach_clip=1e-4, attention="none")
+    branch, ffn = [], []
+    model.blocks[0].mixer.out.register_forward_pre_hook(lambda m, i: branch.append(i[0].pow(2).mean(-1).sqrt().max()))
+    model.blocks[0].ffn.register_forward_hook(lambda m, i, o: ffn.append(o[0].pow(2).mean(-1).sqrt().max()))
     x = tokens(length=20)
     model.train()
     train = model(x, teach_scale=1.0)
     model.eval()
     evaluation = model(x, teach_scale=1.0)
     torch.testing.assert_close(train.logits, evaluation.logits, rtol=0, atol=0)
-    assert max(outputs) <= 0.05 + 1e-12
+    assert max(branch) <= 1e-5 + 1e-12
+    if variant == "hope":
+        assert max(ffn) <= 1e-5 + 1e-12
+        assert train.stats["clip_rate/residual_cms"] > 0 and train.stats["clip_rate/teach"] > 0
+    assert 0 < train.stats["clip_rate/residual_memory"] <= 1 and 0 < train.stats["clip_rate/inner"] <= 1
     assert max(v for k, v in train.stats.items() if k.startswith("update_norm")) <= 0.01 * 4 + 1e-12
-    unclipped = tiny_model(variant)
+    unclipped = tiny_model(variant, attention="none")
     assert not torch.allclose(unclipped(x, teach_scale=1.0).logits, train.logits)

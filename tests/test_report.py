@@ -28,7 +28,42 @@ def train_log(tps: list[float], nonfinite_at: int | None = None) -> list[dict]:
     return entries
 
 
-def eval_result(variant: str, choice: float, passkey: dict, zero_shot: dict | None = None) -> dict:
+def icl_result(loss_on: float, ablation: dict, clip_rate: dict, stream: bool) -> dict:
+    """An evaluation's ``icl`` object: 2 sequences of 128 tokens, two position buckets.
+    Numbers are binary fractions so copies compare exactly."""
+    out = {"sequences": 2, "length": 128, "teach_scale": 1.0,
+           "loss_on": loss_on, "loss_off": loss_on + 0.25, "gain": 0.25, "gain_second_half": 0.375,
+           "ablation": {m: {"loss": loss_on + g, "gain": g} for m, g in ablation.items()},
+           "by_position": {"on": [{"start": 0, "end": 64, "loss": loss_on + 0.5},
+                                  {"start": 64, "end": 128, "loss": loss_on - 0.5}],
+                           "off": [{"start": 0, "end": 64, "loss": loss_on + 0.5},
+                                   {"start": 64, "end": 128, "loss": loss_on}]},
+           "clip_rate": clip_rate}
+    if stream:
+        out["stream"] = {"tokens": 1024, "teach_scale": 1.0, "finite": True,
+                         "max_ratio": 1.5, "min_ratio": 0.75,
+                         "norms": {"layer0.memory": {"start": 6.5, "min_ratio": 0.75,
+                                                     "max_ratio": 1.5}}}
+    return out
+
+
+ICL = {
+    "hope": icl_result(5.0, {"memory": 0.125, "selfmod": 0.0625, "cms0": 0.03125},
+                       {"residual_memory": 0.0, "residual_cms": 0.01, "inner": 0.0,
+                        "teach": 0.02}, stream=True),
+    "titan": icl_result(5.25, {"memory": 0.25}, {"inner": 0.5}, stream=True),
+    "transformer": icl_result(5.5, {}, {}, stream=False),
+}
+ATTENTION = {"hope": ("swa", 64), "titan": ("swa", 64), "transformer": ("full", None)}
+TRAIN_CLIP = {"hope": {"grad_norm": 0.25, "inner": 0.0, "residual_cms": 0.0,
+                       "residual_memory": 0.0, "teach": 0.0},
+              "titan": {"grad_norm": 0.5, "inner": 0.125},
+              "transformer": {"grad_norm": 0.75}}
+
+
+def eval_result(variant: str, choice: float, passkey: dict, zero_shot: dict | None = None,
+                icl: bool = True) -> dict:
+    attention, window = ATTENTION[variant]
     return {
         "variant": variant,
         "offline": {
@@ -45,14 +80,18 @@ def eval_result(variant: str, choice: float, passkey: dict, zero_shot: dict | No
                         "key_loglik_by_length": {L: -12.0 for L in passkey}},
         },
         "zero_shot": zero_shot or {},
+        **({"icl": ICL[variant]} if icl else {}),
         "lineage": {"checkpoint": {"path": f"models/{variant}.pt", "sha256": "ab" * 32,
                                    "step": 3}, "teach_scale": 0.03,
-                    "teach_scale_source": "checkpoint", "git_commit": "c0ffee"},
+                    "teach_scale_source": "checkpoint", "git_commit": "c0ffee",
+                    **({"attention": attention, "window": window} if icl else {})},
     }
 
 
 def write_variant(root, variant, *, tps, val_loss, choice, passkey, zero_shot=None,
-                  nonfinite_at=None):
+                  nonfinite_at=None, icl=True):
+    """One variant's train and eval outputs; ``icl=False``: as written before the
+    in-context learning measurement (no ``icl``, ``clip_rate`` or attention)."""
     tdir = root / "metrics/train" / variant
     tdir.mkdir(parents=True, exist_ok=True)
     (tdir / "log.jsonl").write_text(
@@ -60,11 +99,19 @@ def write_variant(root, variant, *, tps, val_loss, choice, passkey, zero_shot=No
     (tdir / "metrics.json").write_text(json.dumps({
         "val": {"loss": val_loss, "ppl": math.exp(val_loss)}, "skipped_steps": 0.0,
         "max_update_norm": 0.3, "teach_scale_final": 0.03, "tokens_seen": 768.0,
-        "params": 1000.0 + len(variant), "train_seconds": 2.5, "step": len(tps)}))
+        "params": 1000.0 + len(variant), "train_seconds": 2.5, "step": len(tps),
+        **({"clip_rate": TRAIN_CLIP[variant]} if icl else {})}))
     edir = root / "metrics/eval"
     edir.mkdir(parents=True, exist_ok=True)
     (edir / f"{variant}.json").write_text(
-        json.dumps(eval_result(variant, choice, passkey, zero_shot)))
+        json.dumps(eval_result(variant, choice, passkey, zero_shot, icl)))
+
+
+def edit_json(path, edit) -> None:
+    """Rewrite a JSON file after ``edit(data)`` changed it in place."""
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
 
 
 ARC = {"arc_easy": {"acc": 0.5, "acc_norm": 0.625, "n": 8,
@@ -182,7 +229,7 @@ def test_plot_tables_are_long_format_per_variant(proj):
 
 def test_figures_are_pngs_and_reruns_are_byte_identical(proj):
     assert proj.run("stages.report").returncode == 0
-    names = ["loss", "teach", "scores", "long_context"]
+    names = ["loss", "teach", "scores", "long_context", "icl_by_position"]
     first = {n: (proj.root / "plots/figures" / f"{n}.png").read_bytes() for n in names}
     summary = (proj.root / "metrics/summary.json").read_bytes()
     for blob in first.values():
@@ -215,6 +262,18 @@ def test_a_non_finite_loss_is_kept_and_flagged(project):
      "metrics/train/transformer/metrics.json: not valid JSON"),
     (lambda root: (root / "metrics/train/hope/metrics.json").write_text('{"params": 1}'),
      "metrics/train/hope/metrics.json: missing 'tokens_seen'"),
+    (lambda root: edit_json(root / "metrics/eval/titan.json",
+                            lambda d: d["icl"].update(gain="x")),
+     "metrics/eval/titan.json: 'icl.gain' is not a number (got \"x\")"),
+    (lambda root: edit_json(root / "metrics/eval/hope.json",
+                            lambda d: d["icl"]["by_position"]["off"][1].pop("loss")),
+     "metrics/eval/hope.json icl.by_position.off[1]: missing 'loss'"),
+    (lambda root: edit_json(root / "metrics/eval/hope.json",
+                            lambda d: d["icl"]["stream"].update(finite="yes")),
+     "metrics/eval/hope.json: 'icl.stream.finite' is not true or false"),
+    (lambda root: edit_json(root / "metrics/train/transformer/metrics.json",
+                            lambda d: d.update(clip_rate=[0.5])),
+     "metrics/train/transformer/metrics.json: 'clip_rate' is not an object"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(proj, breakage, message):
     breakage(proj.root)
@@ -232,3 +291,84 @@ def test_only_the_configured_variants_are_reported(proj):
     s = json.loads((proj.root / "metrics/summary.json").read_text())
     assert set(s) == {"hope", "transformer", "chance"}
     assert "TITAN" not in (proj.root / "metrics/report.md").read_text()
+
+
+def test_in_context_learning_numbers_are_copied_into_the_summary(proj):
+    assert proj.run("stages.report").returncode == 0
+    s = json.loads((proj.root / "metrics/summary.json").read_text())
+
+    def part(metrics: dict, prefix: str) -> dict:
+        return {k: v for k, v in metrics.items() if k.startswith(prefix)}
+
+    scalars = ("loss_on", "loss_off", "gain", "gain_second_half")
+    hope, icl = s["hope"], ICL["hope"]
+    ablation = {f"icl_gain_{m}": a["gain"] for m, a in icl["ablation"].items()}
+    assert part(hope, "icl_") == {**{f"icl_{k}": icl[k] for k in scalars}, **ablation}
+    assert part(hope, "stream_") == {"stream_max_ratio": 1.5, "stream_min_ratio": 0.75,
+                                     "stream_finite": 1.0}
+    assert part(hope, "clip_rate_") == {f"clip_rate_{g}": r for g, r in icl["clip_rate"].items()}
+    assert part(hope, "train_clip_rate_") == \
+        {f"train_clip_rate_{g}": r for g, r in TRAIN_CLIP["hope"].items()}
+    tr = s["transformer"]                      # no mechanism, no stream, no guard at eval
+    assert part(tr, "icl_") == {f"icl_{k}": ICL["transformer"][k] for k in scalars}
+    assert part(tr, "stream_") == part(tr, "clip_rate_") == {}
+    assert part(tr, "train_clip_rate_") == {"train_clip_rate_grad_norm": 0.75}
+    assert not [k for k in s["chance"] if "icl" in k or "stream" in k or "clip_rate" in k]
+
+
+def test_in_context_learning_section_of_the_report(proj):
+    assert proj.run("stages.report").returncode == 0
+    md = (proj.root / "metrics/report.md").read_text()
+    section = md.split("## In-context learning\n", 1)[1].split("\n## ", 1)[0]
+    assert "over 2 sequences of 128 validation tokens." in section
+    assert "teach scale 0" in section
+    for row in [
+        "| in-context learning | HOPE | TITAN | Transformer++ |",
+        "| attention | swa (64) | swa (64) | full |",
+        "| loss, updates on (nats/token) | 5.000 | 5.250 | 5.500 |",
+        "| loss, updates off (nats/token) | 5.250 | 5.500 | 5.750 |",
+        "| gain (off - on) | 0.250 | 0.250 | 0.250 |",
+        "| gain on the second half | 0.375 | 0.375 | 0.375 |",
+        "| gain of memory | 0.125 | 0.250 |  |",
+        "| gain of selfmod | 0.062 |  |  |",
+        "| gain of cms0 | 0.031 |  |  |",
+        "| stream: max fast-weight norm / start | 1.5 | 1.5 |  |",
+        "| stream: min fast-weight norm / start | 0.75 | 0.75 |  |",
+        "| stream: finite | yes | yes |  |",
+        "| guard binding in training: grad_norm | 25.0% | 50.0% | 75.0% |",
+        "| guard binding in training: inner | 0.0% | 12.5% |  |",
+        "| guard binding in evaluation: inner | 0.0% | 50.0% |  |",
+        "| guard binding in evaluation: teach | 2.0% |  |  |",
+    ]:
+        assert row + "\n" in section, row
+    assert "../plots/figures/icl_by_position.png" in md
+
+
+def test_in_context_learning_plot_table(proj):
+    assert proj.run("stages.report").returncode == 0
+    with (proj.root / "plots/data/icl_position.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["position", "series", "kind", "loss"]
+    assert [(r["position"], r["kind"], float(r["loss"])) for r in rows if r["series"] == "HOPE"] \
+        == [("32", "on", 5.5), ("96", "on", 4.5), ("32", "off", 5.5), ("96", "off", 5.0)]
+    assert len(rows) == 3 * 2 * 2
+
+
+def test_a_variant_without_icl_is_reported_as_not_measured(project):
+    root = project.root
+    for v in ("hope", "titan", "transformer"):
+        write_variant(root, v, tps=[100.0, 100.0], val_loss=4.5, choice=0.5,
+                      passkey=GRID_ZERO, icl=v != "titan")
+    project.write_params(smoke_params())
+    r = project.run("stages.report")
+    assert r.returncode == 0, r.stderr
+    titan = json.loads((root / "metrics/summary.json").read_text())["titan"]
+    assert not [k for k in titan if k.startswith(("icl_", "stream_", "clip_rate_",
+                                                  "train_clip_rate_"))]
+    md = (root / "metrics/report.md").read_text()
+    assert "| attention | swa (64) | not recorded | full |" in md
+    assert "| loss, updates on (nats/token) | 5.000 | not measured | 5.500 |" in md
+    assert "| gain of memory | 0.125 | not measured |  |" in md
+    assert "| guard binding in training: grad_norm | 25.0% | not measured | 75.0% |" in md
+    csv_text = (root / "plots/data/icl_position.csv").read_text()
+    assert "HOPE" in csv_text and "TITAN" not in csv_text

@@ -17,9 +17,9 @@ from nlrepro.configlib import ConfigError, parse, rng, to_dict
 from nlrepro.errors import NLReproError
 from nlrepro.eval.config import EvalConfig
 from nlrepro.model.config import ClipConfig, ModelConfig, TeachConfig
-from nlrepro.model.presets import model_config
+from nlrepro.model.presets import deep_merge, model_config
 from nlrepro.report.config import GateConfig, ReportConfig
-from nlrepro.train.config import TrainConfig
+from nlrepro.train.config import VARIANTS, TrainConfig
 
 
 # --- data sources (tagged by `type`) -------------------------------------------------
@@ -162,8 +162,18 @@ class Params:
             self.model_for(variant)
 
     def model_for(self, variant: str) -> ModelConfig:
-        """The resolved, validated ModelConfig of one variant."""
-        cfg = model_config({**self.model, "type": variant})
+        """The resolved, validated ModelConfig of one variant: the preset, then the shared
+        ``model`` keys, then ``model.variants.<variant>``."""
+        raw = dict(self.model)
+        per_variant = raw.pop("variants", None) or {}
+        if not isinstance(per_variant, dict):
+            raise ConfigError("model.variants: expected a mapping variant -> model keys")
+        for name, keys in per_variant.items():
+            if name not in VARIANTS:
+                raise ConfigError(f"model.variants.{name}: unknown variant (known: {', '.join(VARIANTS)})")
+            if not isinstance(keys, dict) or "type" in keys:
+                raise ConfigError(f"model.variants.{name}: expected a mapping of model keys other than type")
+        cfg = model_config(deep_merge({**raw, "type": variant}, per_variant.get(variant) or {}))
         if variant == "hope":
             n = len(cfg.cms.levels)
             for key in self.teach.levels:

@@ -68,6 +68,23 @@ class PasskeyConfig:
 
 
 @dataclass(frozen=True)
+class ICLConfig:
+    """What the in-context updates are worth (loss on vs off, per mechanism, by position)
+    and whether the fast weights stay bounded over a long stream (``eval/icl.py``)."""
+
+    # Validation sequences scored with the updates on, off and per mechanism frozen.
+    sequences: int = field(default=16, metadata=rng(1, None))
+    # Tokens per sequence (longer than the training context on purpose).
+    length: int = field(default=1024, metadata=rng(2, None))
+    # Positions per bucket of the loss-by-position curve.
+    bucket: int = field(default=64, metadata=rng(1, None))
+    # Tokens of the stability stream (0 = skip it).
+    stream_tokens: int = field(default=16384, metadata=rng(0, None))
+    # Teach scale of the stability stream (its inner and residual clips are off).
+    stream_teach_scale: float = field(default=1.0, metadata=rng(0.0, None))
+
+
+@dataclass(frozen=True)
 class EvalConfig:
     """The evaluate stage: scorer settings, the offline suite and the zero-shot tasks."""
 
@@ -90,6 +107,9 @@ class EvalConfig:
     last_word: LastWordConfig = LastWordConfig()
     choice: ChoiceConfig = ChoiceConfig()
     passkey: PasskeyConfig = PasskeyConfig()
+    # In-context learning: loss with updates on vs off, per mechanism, by position, and
+    # a long stream's fast-weight norms (docs/EVAL_STAGE.md).
+    icl: ICLConfig = ICLConfig()
     # The paper's zero-shot tasks: name -> local JSONL/parquet file in the HF schema, or
     # null for the HF hub (docs/EVAL_TASKS.md).
     tasks: dict[str, Optional[str]] = field(default_factory=dict)

@@ -39,24 +39,24 @@ class Document:
     text: str
 
 
-def heldout_documents(shard_dir: str | Path, sources: Optional[Sequence[str]] = None
-                      ) -> list[Document]:
-    """The test split's documents (of ``sources``, or all), in shard order."""
+def heldout_documents(shard_dir: str | Path, sources: Optional[Sequence[str]] = None,
+                      split: str = "test") -> list[Document]:
+    """The ``split``'s documents (of ``sources``, or all), in shard order."""
     shard_dir = Path(shard_dir)
     manifest_path = shard_dir / "manifest.json"
     if not manifest_path.exists():
         raise NLReproError(f"{manifest_path}: not found (run the shard stage first)")
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    table = read_split(shard_dir, manifest, "test").to_pylist()
+    table = read_split(shard_dir, manifest, split).to_pylist()
     docs = [Document(r["doc_id"], r["source"], r["text"]) for r in table]
     if sources is not None:
         unknown = sorted(set(sources) - {d.source for d in docs})
         if unknown:
-            raise NLReproError(f"eval.sources: no test documents of source '{unknown[0]}' "
-                               f"(the test split has: {', '.join(sorted({d.source for d in docs}))})")
+            raise NLReproError(f"eval.sources: no {split} documents of source '{unknown[0]}' "
+                               f"(the {split} split has: {', '.join(sorted({d.source for d in docs}))})")
         docs = [d for d in docs if d.source in sources]
     if not docs:
-        raise NLReproError(f"{shard_dir}: the test split is empty; raise data.split.test_frac")
+        raise NLReproError(f"{shard_dir}: the {split} split is empty; raise data.split.{split}_frac")
     return docs
 
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 import math
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+import numpy as np
 import torch
 
 from nlrepro.config import Params, section_hash
@@ -22,6 +24,7 @@ from nlrepro.configlib import ConfigError, parse
 from nlrepro.data.tokenizer import EOS, file_hash, load_tokenizer
 from nlrepro.errors import NLReproError
 from nlrepro.eval.config import EvalConfig
+from nlrepro.eval.icl import icl_effect, mechanisms, stream_stability, validation_rows
 from nlrepro.eval.metrics import HEADLINE_METRICS, average_accuracy, evaluate_task
 from nlrepro.eval.offline import (
     documents_sha256,
@@ -141,6 +144,24 @@ def run_offline(scorer: ModelScorer, docs, cfg: EvalConfig, seed: int, label: st
     return metrics, records, hashes, seconds
 
 
+def run_icl(scorer: ModelScorer, val_docs, cfg: EvalConfig, label: str) -> dict:
+    """The in-context learning section (``eval/icl.py``) on the validation split, read as
+    one token stream (documents joined by the end-of-text token, as in training rows)."""
+    stream = []
+    for doc in val_docs:
+        stream += scorer.encode(doc.text) + [scorer.prefix_token]
+    stream = np.asarray(stream, dtype=np.int64)
+    model, icfg = scorer.model, cfg.icl
+    rows = validation_rows(stream, icfg.length, icfg.sequences)
+    print(f"eval {label} icl: {len(rows)} sequences of {icfg.length} tokens, on / off / per mechanism",
+          file=sys.stderr, flush=True)
+    out = icl_effect(model, rows, scorer.teach_scale, cfg.batch_size, cfg.stream_chunk, icfg.bucket)
+    if icfg.stream_tokens and mechanisms(model):
+        out["stream"] = stream_stability(model, stream[:icfg.stream_tokens], icfg.stream_teach_scale,
+                                         cfg.stream_chunk)
+    return out
+
+
 def evaluate_variant(variant: str, params: Params, root: Path = Path(".")
                      ) -> tuple[dict[str, Any], dict[str, list[dict]]]:
     cfg = params.eval
@@ -160,6 +181,11 @@ def evaluate_variant(variant: str, params: Params, root: Path = Path(".")
                          cfg.stream_chunk)
 
     offline, records, hashes, seconds = run_offline(scorer, docs, cfg, params.seed, variant)
+    start_icl = time.monotonic()
+    val_docs = heldout_documents(root / "data/shards", cfg.sources, split="val")
+    icl = run_icl(scorer, val_docs, cfg, variant)
+    hashes["icl"] = documents_sha256(val_docs)
+    seconds["icl"] = time.monotonic() - start_icl
     zero_shot = {}
     for name, data in tasks.items():
         n_req = sum(len(getattr(ex, "requests", ())) for ex in data.examples) or None
@@ -176,6 +202,7 @@ def evaluate_variant(variant: str, params: Params, root: Path = Path(".")
     summary = {
         "variant": variant,
         "offline": offline,
+        "icl": icl,
         "zero_shot": zero_shot,
         "lineage": {
             "checkpoint": {"path": str(ckpt_path.relative_to(root)), "sha256": loaded.checkpoint_sha256,
@@ -192,6 +219,8 @@ def evaluate_variant(variant: str, params: Params, root: Path = Path(".")
             "seed": params.seed,
             "teach_scale": teach_scale,
             "teach_scale_source": teach_source,
+            "attention": loaded.model.cfg.attention,
+            "window": loaded.model.cfg.window if loaded.model.cfg.attention == "swa" else None,
             "max_len": max_len,
             "stream_chunk": scorer.stream_chunk,
             "batch_size": cfg.batch_size,

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from nlrepro.model.config import CMSLevel
 from nlrepro.model.inner import InnerContext, detached_write, frobenius
-from nlrepro.model.layers import SwiGLU, clip_matrix, clip_per_token, silu_grad
+from nlrepro.model.layers import SwiGLU, silu_grad
 
 Weights = tuple[Tensor, Tensor, Tensor]   # w1 (w, d), w3 (w, d), w2 (d, w); batched (B|1, ...)
 
@@ -87,7 +87,7 @@ class ContinuumMemory(nn.Module):
             total = total + out
             z = z + out
         if self.clip_output:
-            total = clip_per_token(total, ctx.clip.residual)
+            total = ctx.clip_residual("residual_cms", total)
         return total, CMSState(state.weights, state.accum, tuple(pending))
 
     def absorb(self, state: CMSState, u: Optional[Tensor], end_pos: int, ctx: InnerContext) -> CMSState:
@@ -103,7 +103,7 @@ class ContinuumMemory(nn.Module):
                 accum[i] = grad if accum[i] is None else tuple(s + g for s, g in zip(accum[i], grad))
             if end_pos % chunk == 0 and accum[i] is not None:
                 step = -self.lrs[i] * ctx.teach.multiplier(f"cms{i}")
-                deltas = tuple(clip_matrix(step * g, ctx.clip.inner) for g in accum[i])
+                deltas = ctx.clip_updates(tuple(step * g for g in accum[i]))
                 new = tuple(w + d for w, d in zip(weights[i], deltas))
                 weights[i] = detached_write(weights[i], new, ctx.detach)
                 accum[i] = None

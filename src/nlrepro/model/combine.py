@@ -5,9 +5,10 @@
 
 Both branch outputs are RMS-normalised with learnable weights and the memory branch
 passes a sigmoid gate computed from the block input; with ``attention: none`` only the
-gated memory branch remains (Titans LMM). The output is clipped per token to
-``clip.residual`` (the same in training and evaluation). The two variants differ only in
-the ``memory`` module they pass in (NeuralMemory or SelfModifyingMemory).
+gated memory branch remains (Titans LMM). ``clip.residual`` (per-token RMS, the same in
+training and evaluation) acts on the gated memory branch only, never on attention, so
+the three variants' attention paths are treated alike. The two memory variants differ
+only in the ``memory`` module they pass in (NeuralMemory or SelfModifyingMemory).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from torch import Tensor, nn
 
 from nlrepro.model.attention import AttentionCache, CausalAttention
 from nlrepro.model.inner import InnerContext
-from nlrepro.model.layers import RMSNorm, clip_per_token
+from nlrepro.model.layers import RMSNorm
 
 
 @dataclass
@@ -45,12 +46,12 @@ class MemoryAsGate(nn.Module):
 
     def forward(self, x: Tensor, state: MixerState, pos: int, ctx: InnerContext) -> tuple[Tensor, MixerState]:
         mem, mem_state = self.memory(x, state.memory, pos, ctx)
-        y = torch.sigmoid(self.gate(x)) * self.memory_norm(mem)
+        y = ctx.clip_residual("residual_memory", torch.sigmoid(self.gate(x)) * self.memory_norm(mem))
         cache = None
         if self.attention is not None:
             att, cache = self.attention(x, state.attn, pos)
             y = y + self.attn_norm(att)
-        return clip_per_token(self.out(y), ctx.clip.residual), MixerState(cache, mem_state)
+        return self.out(y), MixerState(cache, mem_state)
 
 
 class AttentionMixer(nn.Module):

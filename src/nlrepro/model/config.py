@@ -24,6 +24,9 @@ class MemoryConfig:
     expansion: float = field(default=2.0, metadata={"range": (0.25, 64.0)})
     # Tokens per memory chunk (Eq. 16): gradients inside a chunk are taken at its start.
     chunk: int = field(default=32, metadata={"range": (1, None)})
+    # Initial inner step as a share of the largest stable one: theta_t = sigmoid(.) / chunk,
+    # and sigmoid(b_theta) starts here (gate initialisation; docs/MODEL_DECISIONS.md §2).
+    step_init: float = field(default=0.5, metadata={"range": (1.0e-4, 0.9999)})
     # Width of the causal depthwise convolution on q, k, v (Titans §4.4).
     conv_width: int = field(default=4, metadata={"range": (1, 64)})
     # Stop gradients at every in-context write (memory, self-mod, CMS): cheaper, less faithful.
@@ -36,6 +39,12 @@ class SelfModConfig:
 
     # Tokens per update of the projection memories (they update more often than M_mem).
     chunk: int = field(default=16, metadata={"range": (1, None)})
+    # Update rule of HOPE's memories: bounded (self-generated target M(v) rescaled to the
+    # norm of the memory's own read M(k), step sigmoid(.) / chunk, projections forget back
+    # to their slow values; stable by construction) | plain (the plain reading: target
+    # M(v) as is, step sigmoid(.), forgetting to 0; diverges, kept to reproduce the
+    # journal's blow-up). docs/MODEL_DECISIONS.md §4.
+    rule: Literal["bounded", "plain"] = "bounded"
 
 
 @dataclass(frozen=True)

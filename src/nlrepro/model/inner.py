@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from nlrepro.model.config import ClipConfig, TeachConfig
+from nlrepro.model.layers import clip_matrix, clip_rms
 
 
 class UpdateStats:
@@ -51,6 +52,26 @@ class InnerContext:
     def scale(self, mechanism: str) -> float:
         """teach_scale times the mechanism's multiplier (``memory``, ``selfmod``, ``cms0``...)."""
         return self.teach_scale * self.teach.multiplier(mechanism)
+
+    def clip_updates(self, deltas: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        """``clip.inner`` on each committed change of fast weights (per sequence, head and
+        tensor); reports the share of matrices it scaled down as ``clip_rate/inner``."""
+        limit = self.clip.inner
+        if limit is None:
+            return deltas
+        bound = [d.detach().flatten(-2).norm(dim=-1) > limit for d in deltas]
+        self.stats.add("clip_rate/inner", torch.cat([b.flatten() for b in bound]).float().mean())
+        return tuple(clip_matrix(d, limit) for d in deltas)
+
+    def clip_residual(self, name: str, x: Tensor) -> Tensor:
+        """``clip.residual`` (per-token RMS) on a memory or CMS branch output; reports the
+        share of tokens it scaled down as ``clip_rate/<name>``."""
+        limit = self.clip.residual
+        if limit is None:
+            return x
+        rms = x.detach().pow(2).mean(-1)
+        self.stats.add(f"clip_rate/{name}", (rms > limit * limit).float().mean())
+        return clip_rms(x, limit)
 
 
 def detached_write(old: tuple[Tensor, ...], new: tuple[Tensor, ...], detach: bool) -> tuple[Tensor, ...]:

@@ -78,6 +78,14 @@ def clip_per_token(x: Tensor, max_norm: Optional[float]) -> Tensor:
     return x * (max_norm / norm.clamp_min(max_norm))
 
 
+def clip_rms(x: Tensor, max_rms: Optional[float]) -> Tensor:
+    """Scale each vector x[..., :] down to root-mean-square <= max_rms (None = no clip):
+    the L2 clip at max_rms * sqrt(d), so one threshold means the same at every width."""
+    if max_rms is None:
+        return x
+    return clip_per_token(x, max_rms * x.shape[-1] ** 0.5)
+
+
 def clip_matrix(delta: Tensor, max_norm: Optional[float]) -> Tensor:
     """Scale each matrix delta[..., :, :] down to Frobenius norm <= max_norm (None = no clip)."""
     if max_norm is None:

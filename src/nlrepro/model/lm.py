@@ -197,7 +197,7 @@ class NestedLM(nn.Module):
             targets = torch.cat([p.tokens[:, 1:], next_token], dim=1)
             delta = teach_signal(p.hidden, targets, self.final_norm.weight, self.embed.weight, self.final_norm.eps)
             ctx.stats.add("teach_signal_norm", delta.norm(dim=-1).mean())
-            u = teach_update_signal(delta, ctx.teach_scale, ctx.teach_clip)
+            u = teach_update_signal(delta, ctx.teach_scale, ctx.teach_clip, ctx.stats)
         return [LayerState(ls.mixer, block.ffn.absorb(ls.ffn, u, state.pos, ctx))
                 for block, ls in zip(self.blocks, state.layers)]
 

@@ -6,12 +6,24 @@ token-dependent gates theta_t (step), eta_t (momentum) and alpha_t (forgetting):
 
     l(M; x_t) = ||M(k_t) - v_t||^2                               (Eq. 12)
     S_t = eta_t S_{t-1} - theta_t grad l(M'; x_t)                (Eq. 13)
-    M_t = (1 - alpha_t) M_{t-1} + S_t                            (Eq. 14)
+    M_t = M_0 + (1 - alpha_t) (M_{t-1} - M_0) + S_t              (Eq. 14, forgetting to M_0)
     y_t = M'(q_t)                                                (Eq. 15)
 
 where M' is the weights at the start of the token's memory chunk (Eq. 16: all gradients
 of a chunk are taken at its start weights, so they are computed at once). With a chunk of
 1 token, M' = M_{t-1} and this is exactly the token-level rule.
+
+Two choices make the memory stable by construction (docs/MODEL_DECISIONS.md §2):
+
+* forgetting returns the weights to the sequence's initial (meta-learned) M_0, not to 0:
+  for a deep memory 0 is absorbing (W_L = 0 gives W_1 no gradient), M_0 is the prior;
+* the step is theta_t (1 - eta_t) / C with theta_t = sigmoid(.) for a chunk of C tokens:
+  momentum as a moving average (its gain 1 / (1 - eta) is cancelled), and a chunk's
+  summed step below 1 whatever the gates learn. Inside a chunk every gradient is taken
+  at the chunk-start weights, so a chunk acts like one gradient step of that summed size;
+  for the matrix memory (curvature 2 along a unit key) that step is stable by
+  construction. For a deep memory the curvature also grows with the weights, so its
+  bound is measured (the stream test) rather than proven.
 
 A recurrence step sees n <= chunk tokens inside one memory chunk. ``LMMState.read`` holds
 M', ``run`` holds M_t after the chunk's tokens so far and ``momentum`` S_t; a step folds
@@ -31,13 +43,15 @@ from torch import Tensor, nn
 
 from nlrepro.model.config import MemoryConfig
 from nlrepro.model.inner import InnerContext, detached_write, frobenius
-from nlrepro.model.layers import CausalConv, clip_matrix, l2_normalize, merge_heads, silu_grad, split_heads
+from nlrepro.model.layers import CausalConv, l2_normalize, merge_heads, silu_grad, split_heads
 
 
 @dataclass
 class LMMState:
     """Fast weights of one memory, each (B or 1, H, out, in)."""
 
+    # M_0: the sequence's initial weights (the slow parameters), where forgetting returns.
+    init: tuple[Tensor, ...]
     # M' : the weights the current chunk reads and differentiates at.
     read: tuple[Tensor, ...]
     # M_t: the weights after the chunk's tokens so far (Eq. 14).
@@ -65,7 +79,7 @@ class MemoryMLP(nn.Module):
 
     def initial_state(self) -> LMMState:
         weights = tuple(w.unsqueeze(0) for w in self.weights)
-        return LMMState(weights, weights, tuple(torch.zeros_like(w) for w in weights))
+        return LMMState(weights, weights, weights, tuple(torch.zeros_like(w) for w in weights))
 
 
 def mlp_forward(weights: tuple[Tensor, ...], x: Tensor) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
@@ -116,23 +130,26 @@ def scan_coefficients(theta: Tensor, log_eta: Tensor, log_retain: Tensor) -> tup
 
 def lmm_write(state: LMMState, acts: list[tuple[Tensor, Tensor]], err: Tensor, theta: Tensor,
               log_eta: Tensor, log_retain: Tensor, detach: bool) -> LMMState:
-    """Fold n tokens into (run, momentum), Eqs. 13-14 with gradients at ``state.read``.
+    """Fold n tokens into (run, momentum), Eqs. 13-14 with gradients at ``state.read``;
+    the retention acts on the distance from ``state.init`` (forgetting returns to M_0).
 
     ``acts``/``err`` come from M'(k) (``mlp_forward``) and err = dl/dM'(k) = 2 (M'(k) - v).
     """
     with torch.set_grad_enabled(torch.is_grad_enabled() and not detach):
         decay, carry, mom_decay, token_w = scan_coefficients(theta, log_eta, log_retain)
         grads = weighted_grads(state.read, acts, err, token_w)
-        run = tuple(decay * m + carry * s - g[:, :, 0] for m, s, g in zip(state.run, state.momentum, grads))
+        run = tuple(m0 + decay * (m - m0) + carry * s - g[:, :, 0]
+                    for m0, m, s, g in zip(state.init, state.run, state.momentum, grads))
         momentum = tuple(mom_decay * s - g[:, :, 1] for s, g in zip(state.momentum, grads))
-    return LMMState(state.read, detached_write(state.run, run, detach), momentum)
+    return LMMState(state.init, state.read, detached_write(state.run, run, detach), momentum)
 
 
-def lmm_commit(state: LMMState, max_norm: Optional[float]) -> tuple[LMMState, Tensor]:
-    """End of a memory chunk: read <- read + clip(run - read); returns the update norm."""
-    deltas = tuple(clip_matrix(r - m, max_norm) for r, m in zip(state.run, state.read))
+def lmm_commit(state: LMMState, ctx: InnerContext) -> tuple[LMMState, Tensor]:
+    """End of a memory chunk: read <- read + clip(run - read) (``clip.inner``); returns
+    the update norm."""
+    deltas = ctx.clip_updates(tuple(r - m for r, m in zip(state.run, state.read)))
     read = tuple(m + d for m, d in zip(state.read, deltas))
-    return LMMState(read, read, state.momentum), frobenius(deltas)
+    return LMMState(state.init, read, read, state.momentum), frobenius(deltas)
 
 
 @dataclass
@@ -147,6 +164,7 @@ class NeuralMemory(nn.Module):
     """Titans LMM with static projections: k, v, q = SiLU(conv(x W)), q and k L2-normalised
     per head (Titans §4.4); theta, eta, alpha = sigmoid(x W_gate + b) per head and token.
 
+    The step is theta_t (1 - eta_t) / memory.chunk (module docstring).
     ``teach_scale * teach.levels.memory`` = s multiplies theta_t and the forgetting's log
     retention (1 - alpha_t -> (1 - alpha_t)^s): at s = 0 the memory never moves.
     """
@@ -155,17 +173,18 @@ class NeuralMemory(nn.Module):
         super().__init__()
         self.n_heads = n_heads
         self.chunk = cfg.chunk
+        self.step_init = cfg.step_init
         self.to_qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.conv = CausalConv(3 * dim, cfg.conv_width)
         self.to_gates = nn.Linear(dim, 3 * n_heads)
         self.mlp = MemoryMLP(n_heads, dim // n_heads, cfg.depth, cfg.expansion)
 
     def reset_gates(self) -> None:
-        """Start near theta = 0.007, eta = 0.5, alpha = 0.0025 (a chunk sums its gradients,
-        so the step must be small for the summed step to be stable)."""
+        """Start at the configured step (``memory.step_init`` = sigmoid(b_theta), the share
+        of the largest stable chunk step), momentum eta = 0.5 and forgetting alpha = 0.0025."""
         nn.init.zeros_(self.to_gates.weight)
         bias = self.to_gates.bias.detach().view(3, self.n_heads)
-        bias[0].fill_(-5.0)
+        bias[0].fill_(math.log(self.step_init / (1 - self.step_init)))
         bias[1].fill_(0.0)
         bias[2].fill_(-6.0)
 
@@ -186,10 +205,10 @@ class NeuralMemory(nn.Module):
         if s > 0:
             key_acts = [(h[:, :, n:], z[:, :, n:]) for h, z in acts]
             err = 2 * (out[:, :, n:] - v)
-            lmm = lmm_write(lmm, key_acts, err, s * torch.sigmoid(theta), F.logsigmoid(eta),
-                            s * F.logsigmoid(-alpha), ctx.detach)
+            step = (s / self.chunk) * torch.sigmoid(theta) * torch.sigmoid(-eta)   # theta_t (1 - eta_t) / C
+            lmm = lmm_write(lmm, key_acts, err, step, F.logsigmoid(eta), s * F.logsigmoid(-alpha), ctx.detach)
         if (pos + n) % self.chunk == 0:
-            lmm, norm = lmm_commit(lmm, ctx.clip.inner)
+            lmm, norm = lmm_commit(lmm, ctx)
             if s > 0:
                 ctx.stats.add("update_norm/memory", norm)
         return merge_heads(y), NeuralMemoryState(lmm, conv)

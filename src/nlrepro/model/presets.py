@@ -3,8 +3,10 @@
 Sizes are named by their parameter count at a 32K vocabulary (``test_model_presets``
 checks each within 10%); ``tiny`` is the CPU default. The three variants of a size share
 d_model, n_layers and n_heads and are balanced to within 10% of each other through the
-feed-forward widths: the SwiGLU width for ``titan`` (its memory branch costs about
-4 d^2 per layer more than attention alone) and the CMS level widths for ``hope``.
+feed-forward widths (sliding-window attention has no parameters of its own): the SwiGLU width for ``titan`` (its memory branch costs about
+4 d^2 per layer more than attention alone) and the CMS level widths for ``hope``. The
+memory variants pair with sliding-window attention, Transformer++ keeps full attention
+(the papers' pairing); ``model.attention`` / ``model.window`` override both.
 """
 from __future__ import annotations
 
@@ -20,6 +22,13 @@ def _cms(width: int, chunks: tuple[int, ...] = (16, 64, 256)) -> dict:
     return {"cms": {"levels": [{"chunk": c, "width": width} for c in chunks]}}
 
 
+def _swa(window: int) -> dict:
+    """Sliding-window attention, as Titans MAG pairs it with the memory: with full
+    attention over the training context every token already sees what the memory holds.
+    The window sits below the training context so the memory has distance to carry."""
+    return {"attention": "swa", "window": window}
+
+
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # CPU minutes on 2 cores.
     # Chunks twice the library defaults: on 2 CPU cores the per-step overhead of small
@@ -28,23 +37,23 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "tiny": {
         "common": {"d_model": 128, "n_layers": 4, "n_heads": 4, "mlp_width": 352,
                    "memory": {"chunk": 64}, "selfmod": {"chunk": 32}},
-        "titan": {"mlp_width": 128},
-        "hope": _cms(44, chunks=(32, 64, 128)),
+        "titan": {"mlp_width": 128, **_swa(64)},
+        "hope": {**_cms(44, chunks=(32, 64, 128)), **_swa(64)},
     },
     "340m": {
         "common": {"d_model": 1024, "n_layers": 24, "n_heads": 16, "mlp_width": 2816},
-        "titan": {"mlp_width": 1344},
-        "hope": _cms(448),
+        "titan": {"mlp_width": 1344, **_swa(512)},
+        "hope": {**_cms(448), **_swa(512)},
     },
     "760m": {
         "common": {"d_model": 1536, "n_layers": 24, "n_heads": 16, "mlp_width": 4352},
-        "titan": {"mlp_width": 2176},
-        "hope": _cms(720),
+        "titan": {"mlp_width": 2176, **_swa(512)},
+        "hope": {**_cms(720), **_swa(512)},
     },
     "1.3b": {
         "common": {"d_model": 2048, "n_layers": 24, "n_heads": 16, "mlp_width": 5632},
-        "titan": {"mlp_width": 2688},
-        "hope": _cms(896),
+        "titan": {"mlp_width": 2688, **_swa(512)},
+        "hope": {**_cms(896), **_swa(512)},
     },
 }
 

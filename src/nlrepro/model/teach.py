@@ -30,6 +30,11 @@ def teach_signal(hidden: Tensor, targets: Tensor, norm_weight: Tensor, embedding
         return inv_rms * (grad_normed - normed * (grad_normed * normed).mean(-1, keepdim=True))
 
 
-def teach_update_signal(delta: Tensor, teach_scale: float, teach_clip: Optional[float]) -> Tensor:
-    """u_t = clip(teach_scale * delta_t, teach_clip): what the CMS levels learn from."""
-    return clip_per_token(teach_scale * delta, teach_clip)
+def teach_update_signal(delta: Tensor, teach_scale: float, teach_clip: Optional[float],
+                        stats=None) -> Tensor:
+    """u_t = clip(teach_scale * delta_t, teach_clip): what the CMS levels learn from. With
+    ``stats`` (an UpdateStats) the share of tokens clipped goes to ``clip_rate/teach``."""
+    u = teach_scale * delta
+    if stats is not None and teach_clip is not None:
+        stats.add("clip_rate/teach", (u.detach().norm(dim=-1) > teach_clip).float().mean())
+    return clip_per_token(u, teach_clip)

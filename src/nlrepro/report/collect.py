@@ -4,7 +4,8 @@ Inputs per variant (written by the train and evaluate stages):
 
 * ``metrics/train/<variant>/metrics.json`` - the end-of-run summary;
 * ``metrics/train/<variant>/log.jsonl``    - the durable per-step log (curves);
-* ``metrics/eval/<variant>.json``          - the offline suite and zero-shot tasks.
+* ``metrics/eval/<variant>.json``          - the offline suite, the in-context learning
+  measurement (``icl``, optional: older results lack it) and zero-shot tasks.
 
 ``summarize`` turns them into the flat, numeric ``metrics/summary.json``: one mapping per
 variant whose keys are metric names (``val_loss``, ``choice_acc``, ``zs_piqa_acc`` ...),
@@ -126,6 +127,42 @@ def _num(value: Any) -> float:
     return math.nan if value is None else float(value)
 
 
+def _num_at(d: dict, *keys: str, where: str) -> float:
+    """The number at ``keys`` (null reads as NaN); a missing key or a value that is not a
+    JSON number is one line naming the field."""
+    value = _get(d, *keys, where=where)
+    if value is None:
+        return math.nan
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise NLReproError(f"{where}: '{'.'.join(keys)}' is not a number "
+                           f"(got {json.dumps(value)[:40]})")
+    return float(value)
+
+
+def _object_at(d: dict, *keys: str, where: str) -> dict:
+    """The JSON object at ``keys``; anything else is one line naming the field."""
+    value = _get(d, *keys, where=where)
+    if not isinstance(value, dict):
+        raise NLReproError(f"{where}: '{'.'.join(keys)}' is not an object")
+    return value
+
+
+def _int_at(d: dict, *keys: str, where: str) -> int:
+    """The whole number at ``keys``; anything else is one line naming the field."""
+    value = _num_at(d, *keys, where=where)
+    if not value.is_integer():
+        raise NLReproError(f"{where}: '{'.'.join(keys)}' is not a whole number")
+    return int(value)
+
+
+def _rates(d: dict, *keys: str, where: str) -> dict[str, float]:
+    """``{guard: share clipped}`` of an optional ``clip_rate`` object ({} when absent)."""
+    if keys[-1] not in _object_at(d, *keys[:-1], where=where):
+        return {}
+    return {guard: _num_at(d, *keys, guard, where=where)
+            for guard in sorted(_object_at(d, *keys, where=where))}
+
+
 def train_throughput(run: VariantRun) -> float:
     """Median of the logged training tokens/s: robust to the first (warm-up) interval and
     to evaluation pauses, which ``tokens_seen / train_seconds`` would count."""
@@ -187,7 +224,96 @@ def variant_metrics(run: VariantRun) -> tuple[dict[str, float], dict[str, float]
         m[name] = value
         if c is not None:
             chance[name] = float(c)
+    m.update(icl_metrics(run))
+    m.update({f"train_clip_rate_{g}": r for g, r in _rates(t, "clip_rate", where=tw).items()})
     return m, chance
+
+
+# Scalars of the evaluation's ``icl`` object, summarised as ``icl_<key>`` (nats/token).
+ICL_SCALARS = ("loss_on", "loss_off", "gain", "gain_second_half")
+
+
+@dataclass(frozen=True)
+class IclSetup:
+    """What report.md says around one variant's in-context learning numbers."""
+
+    attention: str | None        # "swa (64)", "full", "none"; None: not recorded
+    sequences: int | None        # None: ``icl`` not measured
+    length: int | None           # validation tokens per sequence
+    mechanisms: tuple[str, ...]  # ablated mechanisms, in the evaluation's order
+    train_guards: bool           # the training summary has ``clip_rate``
+
+    @property
+    def measured(self) -> bool:
+        return self.sequences is not None
+
+
+def icl_setup(run: VariantRun) -> IclSetup:
+    """Attention, sequence count and length, and mechanisms of one variant (checked)."""
+    ew = f"metrics/eval/{run.name}.json"
+    lin = run.eval.get("lineage", {})
+    attention = lin.get("attention") if isinstance(lin, dict) else None
+    window = lin.get("window") if isinstance(lin, dict) else None
+    if attention is not None and not isinstance(attention, str):
+        raise NLReproError(f"{ew}: 'lineage.attention' is not a string")
+    if window is not None and (isinstance(window, bool) or not isinstance(window, int)):
+        raise NLReproError(f"{ew}: 'lineage.window' is not an integer or null")
+    if attention is not None and window is not None:
+        attention = f"{attention} ({window})"
+    sequences = length = None
+    mechanisms: tuple[str, ...] = ()
+    if "icl" in run.eval:
+        _object_at(run.eval, "icl", where=ew)
+        sequences = _int_at(run.eval, "icl", "sequences", where=ew)
+        length = _int_at(run.eval, "icl", "length", where=ew)
+        mechanisms = tuple(_object_at(run.eval, "icl", "ablation", where=ew))
+    return IclSetup(attention, sequences, length, mechanisms, "clip_rate" in run.train)
+
+
+def icl_by_position(run: VariantRun) -> dict[str, tuple[list[float], list[float]]]:
+    """``{"on"|"off": (bucket midpoints, mean loss)}`` of the evaluation ({} when not
+    measured); every bucket is checked."""
+    if "icl" not in run.eval:
+        return {}
+    ew = f"metrics/eval/{run.name}.json"
+    out = {}
+    for kind in ("on", "off"):
+        buckets = _get(run.eval, "icl", "by_position", kind, where=ew)
+        if not isinstance(buckets, list):
+            raise NLReproError(f"{ew}: 'icl.by_position.{kind}' is not a list")
+        mids, losses = [], []
+        for i, bucket in enumerate(buckets):
+            where = f"{ew} icl.by_position.{kind}[{i}]"
+            mid = (_num_at(bucket, "start", where=where) + _num_at(bucket, "end", where=where)) / 2
+            mids.append(int(mid) if mid.is_integer() else mid)
+            losses.append(_num_at(bucket, "loss", where=where))
+        out[kind] = (mids, losses)
+    return out
+
+
+def icl_metrics(run: VariantRun) -> dict[str, float]:
+    """The flat summary names of the evaluation's ``icl`` object ({} when not measured):
+    ``icl_<scalar>``, ``icl_gain_<mechanism>``, ``stream_*``, ``clip_rate_<guard>``. The
+    whole object is checked, by-position buckets included."""
+    e, ew = run.eval, f"metrics/eval/{run.name}.json"
+    if "icl" not in e:
+        return {}
+    icl_setup(run)                                  # checks icl is an object first
+    icl_by_position(run)
+    m = {f"icl_{key}": _num_at(e, "icl", key, where=ew) for key in ICL_SCALARS}
+    for mech in _object_at(e, "icl", "ablation", where=ew):
+        m[f"icl_gain_{mech}"] = _num_at(e, "icl", "ablation", mech, "gain", where=ew)
+    if "stream" in _object_at(e, "icl", where=ew):
+        stream = _object_at(e, "icl", "stream", where=ew)
+        finite = _get(e, "icl", "stream", "finite", where=ew)
+        if not isinstance(finite, bool):
+            raise NLReproError(f"{ew}: 'icl.stream.finite' is not true or false")
+        m["stream_finite"] = float(finite)
+        for key in ("max_ratio", "min_ratio"):   # absent only when there is no fast weight
+            if key in stream:
+                m[f"stream_{key}"] = _num_at(e, "icl", "stream", key, where=ew)
+    m.update({f"clip_rate_{g}": r for g, r in _rates(e, "icl", "clip_rate", where=ew).items()})
+    return m
 
 
 def summarize(runs: list[VariantRun]) -> dict[str, dict[str, float]]:

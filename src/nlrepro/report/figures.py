@@ -6,7 +6,9 @@
 * ``teach.png``        - the teach scale in force at each step, and the norm of each
                          memory level's in-context update (log scale);
 * ``scores.png``       - accuracy of every task as grouped bars, a black line at chance;
-* ``long_context.png`` - passkey retrieval by prompt length, and by length x depth.
+* ``long_context.png`` - passkey retrieval by prompt length, and by length x depth;
+* ``icl_by_position.png`` - validation loss by token position with the in-context updates
+                         on (solid) and off (dashed).
 
 PNG metadata is fixed so the same inputs give the same bytes.
 """
@@ -19,8 +21,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from nlrepro.io import atomic_path
-from nlrepro.report.collect import (DISPLAY, VariantRun, passkey_by_length, passkey_grid,
-                                    zero_shot_label)
+from nlrepro.report.collect import (DISPLAY, VariantRun, icl_by_position, passkey_by_length,
+                                    passkey_grid, zero_shot_label)
 
 # Vega-Lite's default palette in the order it assigns it (series sorted by name), so the
 # PNGs and the `dvc plots show` page colour each variant alike.
@@ -160,9 +162,31 @@ def long_context_figure(runs: list[VariantRun], chance: float | None) -> Figure:
     return fig
 
 
+def icl_figure(runs: list[VariantRun]) -> Figure:
+    fig = Figure(figsize=(7.5, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    drawn = False
+    for run in runs:
+        c, name = _color(run.name), DISPLAY.get(run.name, run.name)
+        for kind, (mids, losses) in icl_by_position(run).items():
+            drawn = True
+            ax.plot(mids, losses, color=c, lw=1.4, ls="-" if kind == "on" else "--",
+                    marker="o" if kind == "on" else None, ms=3, label=f"{name} {kind}")
+    if drawn:
+        ax.legend(ncols=2, fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "in-context learning not measured", ha="center", va="center",
+                transform=ax.transAxes)
+    ax.set(xlabel="token position (bucket midpoint)", ylabel="cross-entropy (nats/token)",
+           title="Loss by position: in-context updates on (solid) / off (dashed)")
+    ax.grid(alpha=0.3)
+    return fig
+
+
 # File name (without .png) -> title, in the order report.md shows them.
 FIGURES = {"loss": "Loss curves", "teach": "Teach scale and memory update norms",
-           "scores": "Scores with chance", "long_context": "Long-context accuracy"}
+           "scores": "Scores with chance", "long_context": "Long-context accuracy",
+           "icl_by_position": "In-context learning: loss by position, updates on / off"}
 
 
 def write_figures(runs: list[VariantRun], summary: dict, out_dir: Path, dpi: int) -> list[Path]:
@@ -172,6 +196,7 @@ def write_figures(runs: list[VariantRun], summary: dict, out_dir: Path, dpi: int
         "teach": teach_figure(runs),
         "scores": scores_figure(summary, variants),
         "long_context": long_context_figure(runs, summary["chance"].get("passkey_acc")),
+        "icl_by_position": icl_figure(runs),
     }
     paths = []
     for name, fig in figures.items():

@@ -2,8 +2,9 @@
 
 Each table has a ``series`` column (the variant) that the project's Vega-Lite templates in
 .dvc/plots colour by, so one plot overlays every variant whatever ``train.variants``
-holds; line tables also have a ``kind`` column (train/val, memory level) drawn as the
-dash, together with the revision under ``dvc plots diff`` (bars: shade per revision).
+holds; line tables also have a ``kind`` column (train/val, memory level, in-context
+updates on/off) drawn as the dash, together with the revision under ``dvc plots diff``
+(bars: shade per revision).
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import math
 from pathlib import Path
 
 from nlrepro.io import atomic_path
-from nlrepro.report.collect import DISPLAY, VariantRun, passkey_by_length
+from nlrepro.report.collect import DISPLAY, VariantRun, icl_by_position, passkey_by_length
 from nlrepro.report.figures import score_columns
 
 
@@ -63,6 +64,11 @@ def write_plot_data(runs: list[VariantRun], summary: dict, out_dir: Path) -> lis
         for n, acc in zip(*passkey_by_length(run)):
             passkey.append([n, names[run.name], acc])
     tables["passkey"] = (["length", "series", "acc"], passkey)
+
+    tables["icl_position"] = (["position", "series", "kind", "loss"], [
+        [pos, names[run.name], kind, loss] for run in runs
+        for kind, (mids, losses) in icl_by_position(run).items()
+        for pos, loss in zip(mids, losses)])
 
     paths = []
     for name, (header, rows) in tables.items():

@@ -9,10 +9,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from nlrepro.report.collect import DISPLAY, zero_shot_label
+from nlrepro.report.collect import DISPLAY, IclSetup, zero_shot_label
 from nlrepro.report.figures import FIGURES
 
-# (summary name, row label, format). Format "g3" = 3 significant digits, "si" = 1.33M.
+# (summary name, row label, format). Format "g3" = 3 significant digits, "si" = 1.33M,
+# "pct" = a share as a percentage, "yesno" = a 1/0 flag.
 TRAINING_ROWS = [
     ("params", "parameters", "si"),
     ("tokens_seen", "tokens seen", "si"),
@@ -49,6 +50,10 @@ def fmt(value: Any, style: str) -> str:
         return f"{value:.0f}"
     if style == "g3":
         return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
+    if style == "pct":
+        return "<0.1%" if 0 < abs(value) < 0.0005 else f"{100 * value:.1f}%"
+    if style == "yesno":
+        return "yes" if value else "no"
     if style.startswith("f"):
         return f"{value:.{int(style[1:])}f}"
     raise ValueError(style)
@@ -66,6 +71,20 @@ def _rows(summary: dict, variants: list[str], rows: list[tuple[str, str, str]],
             cells.append(fmt(c, "g3") if c is not None else "")
         out.append(f"| {label} | " + " | ".join(cells) + " |")
     return out
+
+
+ICL_ROWS = [
+    ("icl_loss_on", "loss, updates on (nats/token)", "f3"),
+    ("icl_loss_off", "loss, updates off (nats/token)", "f3"),
+    ("icl_gain", "gain (off - on)", "f3"),
+    ("icl_gain_second_half", "gain on the second half", "f3"),
+]
+STREAM_ROWS = [
+    ("stream_max_ratio", "stream: max fast-weight norm / start", "g3"),
+    ("stream_min_ratio", "stream: min fast-weight norm / start", "g3"),
+    ("stream_finite", "stream: finite", "yesno"),
+]
+NOT_MEASURED = "not measured"
 
 
 def _header(first: str, variants: list[str], chance: bool = True) -> list[str]:
@@ -93,8 +112,66 @@ def throughput_rows(summary: dict, variants: list[str], reference: str) -> list[
             "| train wall seconds | " + " | ".join(secs) + " | |"]
 
 
-def render(summary: dict, variants: list[str], reference: str, lineage: dict[str, Any]) -> str:
-    """The whole report.md: main table, long-context table, figures, provenance."""
+def _icl_rows(summary: dict, variants: list[str], rows: list[tuple[str, str, str]],
+              measured: dict[str, bool]) -> list[str]:
+    """Rows without a chance column; a variant whose source was not measured says so, one
+    that lacks only this row (no such mechanism or guard) is left empty."""
+    out = []
+    for key, label, style in rows:
+        cells = [fmt(summary[v][key], style) if key in summary[v]
+                 else "" if measured[v] else NOT_MEASURED for v in variants]
+        out.append(f"| {label} | " + " | ".join(cells) + " |")
+    return out
+
+
+def _icl_scope(setups: dict[str, IclSetup], variants: list[str]) -> str:
+    """"16 sequences of 1024 validation tokens", per variant when they differ."""
+    groups: dict[tuple[int, int], list[str]] = {}
+    for v in variants:
+        if setups[v].measured:
+            groups.setdefault((setups[v].sequences, setups[v].length), []).append(v)
+    parts = [f"{n} sequences of {length} validation tokens" for n, length in groups]
+    if len(groups) > 1:
+        parts = [f"{p} ({', '.join(DISPLAY.get(v, v) for v in vs)})"
+                 for p, vs in zip(parts, groups.values())]
+    return "; ".join(parts)
+
+
+def icl_section(summary: dict, variants: list[str], setups: dict[str, IclSetup]) -> list[str]:
+    """The "In-context learning" section: what the in-context updates are worth."""
+    lines = ["", "## In-context learning", ""]
+    scope = _icl_scope(setups, variants)
+    lines += ['Loss with the in-context updates (memory, self-modification, CMS) "on" at the '
+              'evaluation teach scale and "off" (every fast weight frozen at its slow initial '
+              'value, teach scale 0); gains are off - on (or one mechanism frozen - on) in '
+              'nats/token, > 0 when the updates help, '
+              + (f"over {scope}." if scope else "but no variant's evaluation measured them "
+                 "(no `icl` in metrics/eval/<variant>.json; rerun `dvc repro evaluate`)."), ""]
+    lines += _header("in-context learning", variants, chance=False)
+    lines.append("| attention | " + " | ".join(setups[v].attention or "not recorded"
+                                                for v in variants) + " |")
+    icl = {v: setups[v].measured for v in variants}
+    mechanisms = list(dict.fromkeys(m for v in variants for m in setups[v].mechanisms))
+    rows = ICL_ROWS + [(f"icl_gain_{m}", f"gain of {m}", "f3") for m in mechanisms] + STREAM_ROWS
+    lines += _icl_rows(summary, variants, rows, icl)
+
+    def guards(prefix: str) -> list[str]:
+        return sorted({k[len(prefix):] for v in variants for k in summary[v]
+                       if k.startswith(prefix)})
+
+    lines += _icl_rows(summary, variants, [
+        (f"train_clip_rate_{g}", f"guard binding in training: {g}", "pct")
+        for g in guards("train_clip_rate_")], {v: setups[v].train_guards for v in variants})
+    lines += _icl_rows(summary, variants, [
+        (f"clip_rate_{g}", f"guard binding in evaluation: {g}", "pct")
+        for g in guards("clip_rate_")], icl)
+    return lines
+
+
+def render(summary: dict, variants: list[str], reference: str, lineage: dict[str, Any],
+           icl: dict[str, IclSetup] | None = None) -> str:
+    """The whole report.md: main table, long-context table, in-context learning, figures,
+    provenance. Without ``icl`` (variant -> IclSetup) that section is left out."""
     lines = ["# " + " vs ".join(DISPLAY.get(v, v) for v in variants), "",
              "Written by the `report` stage (`dvc repro report`) from metrics/train/* and "
              "metrics/eval/*; numbers also in `metrics/summary.json`. *chance* is what a "
@@ -124,6 +201,8 @@ def render(summary: dict, variants: list[str], reference: str, lineage: dict[str
         lines += _header("length", variants)
         lines += _rows(summary, variants,
                        [(f"passkey_key_loglik_len{n}", f"{n}", "f2") for n in lengths])
+    if icl is not None:
+        lines += icl_section(summary, variants, icl)
     lines += ["", "## Figures", ""]
     for name, title in FIGURES.items():
         lines.append(f"![{title}](../plots/figures/{name}.png)")

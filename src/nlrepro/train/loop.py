@@ -72,6 +72,9 @@ class Trainer:
         self.step = 0
         self.teach_in_force = self.teach_schedule(0)
         self.max_update_norm = 0.0
+        # Guard binding: per guard, the summed per-step share of tokens/updates it clipped
+        # and the steps counted (clip_rate/*), and how many steps clip.grad_norm scaled.
+        self.guard_sums: dict[str, list[float]] = {}
         self.nonfinite_seen = False
         self.tokens_seen = 0
 
@@ -87,6 +90,7 @@ class Trainer:
                   extra={**self.spec.extra, "skipped_steps": self.skips.total,
                          "max_update_norm": self.max_update_norm,
                          "nonfinite_seen": self.nonfinite_seen,
+                         "guard_sums": self.guard_sums,
                          "tokens_seen": self.tokens_seen})
 
     def resume(self, path: Path) -> bool:
@@ -108,6 +112,7 @@ class Trainer:
         self.skips.total = extra["skipped_steps"]
         self.max_update_norm = extra["max_update_norm"]
         self.nonfinite_seen = extra["nonfinite_seen"]
+        self.guard_sums = {k: list(v) for k, v in extra["guard_sums"].items()}
         self.tokens_seen = extra["tokens_seen"]
         return True
 
@@ -148,6 +153,13 @@ class Trainer:
         for key, value in stats.items():
             if key.startswith("update_norm/") and math.isfinite(value):
                 self.max_update_norm = max(self.max_update_norm, value)
+        if clip is not None:
+            stats["clip_rate/grad_norm"] = float(float(grad_norm) > clip)
+        for key, value in stats.items():
+            if key.startswith("clip_rate/"):
+                total = self.guard_sums.setdefault(key.split("/", 1)[1], [0.0, 0])
+                total[0] += value
+                total[1] += 1
         self.teach_in_force = scale
         self.tokens_seen += tokens[:, 1:].numel() * self.dist.world
         self.step += 1
@@ -217,6 +229,7 @@ class Trainer:
         """Run totals beside DVCLive's latest train/val values in metrics.json."""
         return {"skipped_steps": self.skips.total,
                 "max_update_norm": self.max_update_norm,
+                "clip_rate": {k: total / count for k, (total, count) in sorted(self.guard_sums.items())},
                 "nonfinite_seen": self.nonfinite_seen, "teach_scale_final": self.teach_in_force,
                 "tokens_seen": self.tokens_seen, "params": params,
                 "train_seconds": seconds}
