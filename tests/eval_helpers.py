@@ -45,13 +45,16 @@ def tiny_model(variant: str, vocab: int, seed: int = 0, dtype=torch.float64):
 
 
 def write_test_split(root: Path, docs: list[tuple[str, str, str]]) -> None:
-    """``root/data/shards`` holding only a test split of (doc_id, source, text)."""
+    """``root/data/shards`` holding a test split of (doc_id, source, text) and the same
+    documents as the val split (the in-context section reads val)."""
     shards = root / "data" / "shards"
     table = pa.table({"doc_id": [d[0] for d in docs], "source": [d[1] for d in docs],
                       "text": [d[2] for d in docs]})
-    write_table(shards / "test" / "shard-00000.parquet", table)
-    manifest = {"docs_per_shard": len(docs), "splits": {"test": {
-        "docs": len(docs), "shards": [{"file": "test/shard-00000.parquet", "docs": len(docs)}]}}}
+    splits = {}
+    for split in ("test", "val"):
+        write_table(shards / split / "shard-00000.parquet", table)
+        splits[split] = {"docs": len(docs), "shards": [{"file": f"{split}/shard-00000.parquet", "docs": len(docs)}]}
+    manifest = {"docs_per_shard": len(docs), "splits": splits}
     (shards / "manifest.json").write_text(json.dumps(manifest))
 
 

@@ -58,7 +58,14 @@ def test_results_carry_lineage_counts_chance_and_auditable_records(proj):
     assert lineage["checkpoint"]["sha256"] == file_hash(proj.root / "models/hope.pt")
     assert lineage["tokenizer_sha256"] == file_hash(proj.root / "data/tokenizer/tokenizer.json")
     assert set(lineage["params_hash"]) == {"eval", "params"} and lineage["test_split_sha256"]
-    assert set(lineage["task_data_sha256"]) == set(OFFLINE)
+    assert set(lineage["task_data_sha256"]) == set(OFFLINE) | {"icl"}
+    icl = out["icl"]                                    # the in-context section on the val split
+    assert (icl["sequences"], icl["length"]) == (2, 128)
+    assert icl["gain"] == pytest.approx(icl["loss_off"] - icl["loss_on"], abs=1e-12)
+    assert set(icl["ablation"]) == {"memory", "selfmod", "cms0", "cms1"}
+    assert len(icl["by_position"]["on"]) == len(icl["by_position"]["off"]) == 128 // 32
+    assert icl["stream"]["finite"] and icl["stream"]["tokens"] == 512
+    assert lineage["attention"] == "swa" and lineage["window"] == 64
     assert lineage["git_commit"] == "unknown"          # a scratch directory outside git
     assert lineage["teach_scale"] == 0.5 and lineage["teach_scale_source"] == "checkpoint"
     assert lineage["max_len"] == 64 and lineage["prefix_token"] == {"id": 0, "token": "<|endoftext|>"}
