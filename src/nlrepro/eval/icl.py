@@ -59,7 +59,8 @@ def overridden(model: NestedLM, levels: Optional[dict[str, float]] = None,
 def position_losses(model: NestedLM, rows: np.ndarray, teach_scale: float, batch_size: int,
                     stream_chunk: int, stats: Optional[UpdateStats] = None) -> np.ndarray:
     """Mean next-token loss at every position (L,) over rows (N, L + 1), fed in pieces of
-    ``stream_chunk`` tokens with the state carried (identical to one call)."""
+    ``stream_chunk`` tokens with the state carried (identical to one call); each call's
+    ``clip_rate/*`` stats go into ``stats``."""
     device = next(model.parameters()).device
     total = np.zeros(rows.shape[1] - 1)
     for start in range(0, len(rows), batch_size):
@@ -67,26 +68,16 @@ def position_losses(model: NestedLM, rows: np.ndarray, teach_scale: float, batch
         state, losses = None, []
         for lo in range(0, batch.shape[1] - 1, stream_chunk):
             hi = min(lo + stream_chunk, batch.shape[1] - 1)
-            state = state if state is not None else model.initial_state()
-            ctx = model.context(teach_scale, stats)
-            logits, state = _call(model, batch[:, lo:hi], state, ctx)
-            losses.append(F.cross_entropy(logits.float().transpose(1, 2), batch[:, lo + 1:hi + 1],
+            result = model(batch[:, lo:hi], state, teach_scale)
+            state = result.state
+            if stats is not None:
+                for key, value in result.stats.items():
+                    if key.startswith("clip_rate/"):
+                        stats.add(key, torch.tensor(value))
+            losses.append(F.cross_entropy(result.logits.float().transpose(1, 2), batch[:, lo + 1:hi + 1],
                                           reduction="none"))
         total += torch.cat(losses, dim=1).sum(0).double().cpu().numpy()
     return total / len(rows)
-
-
-def _call(model: NestedLM, tokens: torch.Tensor, state, ctx):
-    """``model.forward`` with a caller-owned InnerContext (so its stats accumulate)."""
-    hidden, start, n_total = [], 0, tokens.shape[1]
-    while start < n_total:
-        n = n_total - start
-        if model.step_chunk is not None:
-            n = min(n, model.step_chunk - state.pos % model.step_chunk)
-        h, state = model._step(tokens[:, start:start + n], state, ctx)
-        hidden.append(h)
-        start += n
-    return model.head(torch.cat(hidden, dim=1)), state
 
 
 def validation_rows(stream: np.ndarray, length: int, count: int) -> np.ndarray:
@@ -154,7 +145,7 @@ def stream_stability(model: NestedLM, stream: np.ndarray, teach_scale: float, st
         hi_ratio = {k: 1.0 for k in start}
         finite = True
         for lo in range(0, tokens.shape[1], stream_chunk):
-            logits, state = _call(model, tokens[:, lo:lo + stream_chunk], state, model.context(teach_scale))
+            logits, state, _ = model(tokens[:, lo:lo + stream_chunk], state, teach_scale)
             norms = fast_weight_norms(model, state)
             finite = finite and bool(torch.isfinite(logits).all()) and all(map(math.isfinite, norms.values()))
             for k, v in norms.items():
