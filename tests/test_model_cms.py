@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from nlrepro.model import ClipConfig, CMSConfig, CMSLevel, MemoryConfig, ModelConfig, SelfModConfig, TeachConfig, build_model
-from nlrepro.model.cms import ContinuumMemory
+from nlrepro.model.cms import CMSState, ContinuumMemory
 from nlrepro.model.inner import InnerContext
 
 
@@ -97,6 +97,34 @@ def test_one_level_update_equals_a_hand_computation():
     torch.testing.assert_close(w1[0], expect(a, grad_a), rtol=0, atol=1e-15)
     torch.testing.assert_close(w3[0], expect(b, grad_b), rtol=0, atol=1e-15)
     torch.testing.assert_close(w2[0], expect(c, grad_c).T, rtol=0, atol=1e-15)
+
+
+def test_retention_pulls_the_fast_weights_back_toward_the_slow_ones():
+    """theta <- theta_0 + rho^s (theta - theta_0) - step: two updates by hand, with
+    s = teach_scale * teach.levels.cms0 in the exponent."""
+    rho, lr, s = 0.5, 0.1, 0.8
+    cms = ContinuumMemory(3, (CMSLevel(chunk=2, width=2, lr=lr, retention=rho),), clip_output=False).double()
+    plain = ContinuumMemory(3, (CMSLevel(chunk=2, width=2, lr=lr),), clip_output=False).double()
+    for p in cms.parameters():
+        torch.nn.init.normal_(p, std=0.5)
+    plain.load_state_dict(cms.state_dict())
+    g = torch.Generator().manual_seed(2)
+    z = torch.randn(1, 4, 3, dtype=torch.float64, generator=g)
+    u = torch.randn(1, 4, 3, dtype=torch.float64, generator=g)
+    ctx = InnerContext(1.0, TeachConfig(levels={"cms0": s}), ClipConfig(), None, detach=False)
+    w0 = cms.levels[0].w1.detach()
+    state = cms.initial_state()
+    expect = w0
+    for t in (0, 2):
+        # the plain rule's step from the same weights is the update's gradient part
+        plain_state = CMSState(state.weights, state.accum, state.pending)
+        _, plain_state = plain(z[:, t:t + 2], plain_state, ctx)
+        step = plain.absorb(plain_state, u[:, t:t + 2], t + 2, ctx).weights[0][0] - state.weights[0][0]
+        expect = w0 + rho ** s * (expect - w0) + step
+        _, state = cms(z[:, t:t + 2], state, ctx)
+        state = cms.absorb(state, u[:, t:t + 2], t + 2, ctx)
+        torch.testing.assert_close(state.weights[0][0], expect, rtol=0, atol=1e-14)
+    assert not torch.allclose(state.weights[0][0], plain_state.weights[0][0])
 
 
 def test_cms_update_waits_for_the_chunk_boundary_and_scales_per_level():

@@ -5,7 +5,7 @@ A multiple-choice row becomes one ``(context, continuation)`` request per choice
 continuation being ``" " + choice`` (lm-eval's ``target_delimiter``). WinoGrande is the
 exception ("partial scoring"): the choices go into the contexts and all share one
 continuation. LAMBADA is one request whose target is the last word; WikiText is one
-document scored by rolling log-likelihood. See ``../shared/docs/EVAL.md``.
+document scored by rolling log-likelihood. See ``docs/EVAL_TASKS.md``.
 """
 from __future__ import annotations
 

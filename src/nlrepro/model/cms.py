@@ -7,9 +7,12 @@ chain, and the block adds the sum of the level outputs to the residual stream:
 
 Level l with chunk C_l keeps its fast weights for C_l tokens; at each boundary
 
-    theta_l <- theta_l - eta_l * m_l * sum_{t in chunk} grad_theta <o_t, u_t>         (Eq. 31)
+    theta_l <- theta_0 + rho_l^s (theta_l - theta_0)
+               - eta_l * m_l * sum_{t in chunk} grad_theta <o_t, u_t>                 (Eq. 31)
 
-all evaluated at the chunk-start weights, where u_t = clip(teach_scale * delta_t) is the
+all evaluated at the chunk-start weights, with the retention rho_l (``retention``; 1 =
+the paper's rule) pulling the fast weights back toward the slow ones theta_0 (as the
+memories forget back to theirs; s = teach_scale * m_l, so s = 0 changes nothing), where u_t = clip(teach_scale * delta_t) is the
 teach signal (``teach.py``, detached) and m_l = ``teach.levels.cms<l>``. The teach
 signal of a step is known only when the next step's first token arrives, so the model
 calls ``absorb`` then (update, then read). A level with ``chunk: null`` is static; with
@@ -60,6 +63,7 @@ class ContinuumMemory(nn.Module):
         self.levels = nn.ModuleList(SwiGLU(dim, level.width) for level in levels)
         self.chunks = [level.chunk for level in levels]
         self.lrs = [level.lr for level in levels]
+        self.retentions = [level.retention for level in levels]
         self.clip_output = clip_output
 
     @property
@@ -103,7 +107,11 @@ class ContinuumMemory(nn.Module):
                 accum[i] = grad if accum[i] is None else tuple(s + g for s, g in zip(accum[i], grad))
             if end_pos % chunk == 0 and accum[i] is not None:
                 step = -self.lrs[i] * ctx.teach.multiplier(f"cms{i}")
-                deltas = ctx.clip_updates(tuple(step * g for g in accum[i]))
+                keep = self.retentions[i] ** ctx.scale(f"cms{i}")
+                level = self.levels[i]
+                slow = (level.w1, level.w3, level.w2)
+                deltas = ctx.clip_updates(tuple(step * g + (keep - 1) * (w - w0)
+                                                for g, w, w0 in zip(accum[i], weights[i], slow)))
                 new = tuple(w + d for w, d in zip(weights[i], deltas))
                 weights[i] = detached_write(weights[i], new, ctx.detach)
                 accum[i] = None

@@ -57,6 +57,10 @@ class CMSLevel:
     width: int = field(default=352, metadata={"range": (1, None)})
     # In-context step size eta_l of Eq. 31 (multiplied by teach_scale and teach.levels).
     lr: float = field(default=0.01, metadata={"range": (0.0, None)})
+    # Retention rho_l per update: the fast weights return toward the slow ones,
+    # theta <- theta_0 + rho^s (theta - theta_0) - step (s = teach_scale * teach.levels);
+    # 1.0 = Eq. 31 as written (no forgetting).
+    retention: float = field(default=1.0, metadata={"range": (0.0, 1.0)})
 
 
 @dataclass(frozen=True)

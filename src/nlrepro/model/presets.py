@@ -17,9 +17,13 @@ from nlrepro.configlib import ConfigError, parse
 from nlrepro.model.config import ModelConfig
 
 
-def _cms(width: int, chunks: tuple[int, ...] = (16, 64, 256)) -> dict:
-    """Three CMS levels of equal width, updated every ``chunks`` tokens (highest first)."""
-    return {"cms": {"levels": [{"chunk": c, "width": width} for c in chunks]}}
+def _cms(width: int, chunks: tuple[int, ...] = (16, 64, 256), lr: float = 0.01,
+         retention: float = 0.8) -> dict:
+    """Three CMS levels of equal width, updated every ``chunks`` tokens (highest first)
+    with step ``lr``, each forgetting back toward its slow weights by ``retention`` per
+    update (0.8 was the best of 0.6 / 0.8 / 0.9 / 1.0 at ``tiny``: docs/STABILITY.md)."""
+    return {"cms": {"levels": [{"chunk": c, "width": width, "lr": lr, "retention": retention}
+                               for c in chunks]}}
 
 
 def _swa(window: int) -> dict:
@@ -38,7 +42,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "common": {"d_model": 128, "n_layers": 4, "n_heads": 4, "mlp_width": 352,
                    "memory": {"chunk": 64}, "selfmod": {"chunk": 32}},
         "titan": {"mlp_width": 128, **_swa(64)},
-        "hope": {**_cms(44, chunks=(32, 64, 128)), **_swa(64)},
+        "hope": {**_cms(44, chunks=(32, 64, 128), lr=0.02), **_swa(64)},
     },
     "340m": {
         "common": {"d_model": 1024, "n_layers": 24, "n_heads": 16, "mlp_width": 2816},

@@ -81,10 +81,7 @@ def teach_figure(runs: list[VariantRun]) -> Figure:
                              label=f"{DISPLAY.get(run.name, run.name)} {level}")
     if any_norm:
         ax_norm.set_yscale("log")
-        ax_norm.legend(fontsize=7, ncols=2)
-    else:
-        ax_norm.text(0.5, 0.5, "no memory variant trained", ha="center", va="center",
-                     transform=ax_norm.transAxes)
+    _legend_or_note(ax_norm, any_norm, "no memory variant trained", fontsize=7)
     ax_norm.set(xlabel="optimizer step", ylabel="update norm (after clipping)",
                 title="In-context memory update norm per level")
     for ax in (ax_scale, ax_norm):
@@ -162,6 +159,14 @@ def long_context_figure(runs: list[VariantRun], chance: float | None) -> Figure:
     return fig
 
 
+def _legend_or_note(ax, drawn: bool, note: str, fontsize: int) -> None:
+    """A two-column legend when something was drawn, else ``note`` in the middle."""
+    if drawn:
+        ax.legend(fontsize=fontsize, ncols=2)
+    else:
+        ax.text(0.5, 0.5, note, ha="center", va="center", transform=ax.transAxes)
+
+
 def icl_figure(runs: list[VariantRun]) -> Figure:
     fig = Figure(figsize=(7.5, 4.5), layout="constrained")
     ax = fig.add_subplot()
@@ -172,11 +177,7 @@ def icl_figure(runs: list[VariantRun]) -> Figure:
             drawn = True
             ax.plot(mids, losses, color=c, lw=1.4, ls="-" if kind == "on" else "--",
                     marker="o" if kind == "on" else None, ms=3, label=f"{name} {kind}")
-    if drawn:
-        ax.legend(ncols=2, fontsize=8)
-    else:
-        ax.text(0.5, 0.5, "in-context learning not measured", ha="center", va="center",
-                transform=ax.transAxes)
+    _legend_or_note(ax, drawn, "in-context learning not measured", fontsize=8)
     ax.set(xlabel="token position (bucket midpoint)", ylabel="cross-entropy (nats/token)",
            title="Loss by position: in-context updates on (solid) / off (dashed)")
     ax.grid(alpha=0.3)
