@@ -37,6 +37,11 @@ def test_every_params_key_has_a_comment():
     ({"data": {"filter": {"near_dup_threshold": True}}}, "data.filter.near_dup_threshold: expected"),
     ({"data": {"split": {"val_frac": 0.5, "test_frac": 0.5}}}, "data.split: val_frac + test_frac must be < 1"),
     ({"bogus": 1}, "bogus: unknown key"),
+    ({"teach_scale": float("nan")}, "teach_scale: must be a finite number, got nan"),
+    ({"teach_scale": float("inf")}, "teach_scale: must be a finite number, got inf"),
+    ({"train": {"lr": float("nan")}}, "train.lr: must be a finite number, got nan"),
+    ({"data": {"split": {"val_frac": float("nan")}}}, "data.split.val_frac: must be a finite number"),
+    ({"eval": {"icl": {"stream_teach_scale": float("nan")}}}, "eval.icl.stream_teach_scale: must be a finite"),
 ])
 def test_bad_values_fail_with_the_key_named(patch, message):
     with pytest.raises(ConfigError) as err:

@@ -12,6 +12,7 @@ whose value type is a *tagged union* (``Union[A, B]`` of dataclasses with a
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any, Literal, Union
@@ -40,6 +41,9 @@ def _check_range(value: Any, meta: dict, path: str) -> None:
     lo, hi = meta.get("range", (None, None))
     if value is None or isinstance(value, (bool, tuple, dict, str)):
         return
+    if isinstance(value, float) and not math.isfinite(value):
+        # NaN fails every comparison below, so it would pass any range silently.
+        raise ConfigError(f"{path}: must be a finite number, got {value!r}")
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         lo_s = "-inf" if lo is None else lo
         hi_s = "inf" if hi is None else hi
