@@ -1,9 +1,11 @@
-"""Stage train@<variant>: data/tokens -> models/<variant>.pt + metrics/train/<variant>/.
+"""Stage train@<variant>-<seed>: data/tokens -> models/<run>.pt + metrics/train/<run>/.
 
-`python -m stages.train hope` trains one variant. With `train.nproc > 1` it re-launches
+`python -m stages.train hope --seed 1` trains one (variant, seed) run, named ``hope-s1``
+(``train.run_name``); without --seed it trains the first of ``train.seeds``. The seed
+sets the model init and the data order; the data stages keep the top-level seed. With `train.nproc > 1` it re-launches
 itself under `torchrun --standalone` (DDP; FSDP2 with `train.fsdp`); started by torchrun
 directly (e.g. several nodes) it joins the given process group. A rerun after a crash
-resumes from checkpoints/<variant>-<config hash>/last.pt; `--resume PATH` resumes from
+resumes from checkpoints/<run>-<config hash>/last.pt; `--resume PATH` resumes from
 an explicit checkpoint, which must be of the same config.
 """
 from __future__ import annotations
@@ -22,7 +24,7 @@ from nlrepro.errors import NLReproError, cli_main
 from nlrepro.model import build_model
 from nlrepro.train import distributed as D
 from nlrepro.train.checkpoint import config_hash, seed_everything
-from nlrepro.train.config import VARIANTS
+from nlrepro.train.config import VARIANTS, run_name
 from nlrepro.train.data import open_rows, token_manifest
 from nlrepro.train.logger import RunLogger
 from nlrepro.train.loop import RunSpec, Trainer
@@ -30,13 +32,13 @@ from nlrepro.train.loop import RunSpec, Trainer
 TOKENS = Path("data/tokens")
 
 
-def run_config(params: Params, variant: str, manifest: dict) -> dict:
+def run_config(params: Params, variant: str, seed: int, manifest: dict) -> dict:
     """Everything that determines the trained weights (hashed into every checkpoint)."""
     train = to_dict(params.train)
-    for key in ("variants", "threads", "anomaly", "eval_every", "eval_batches", "log_every",
+    for key in ("variants", "seeds", "threads", "anomaly", "eval_every", "eval_batches", "log_every",
                 "ckpt_every", "max_skips", "device", "backend"):
         train.pop(key)
-    return {"variant": variant, "seed": params.seed, "teach_scale": params.teach_scale,
+    return {"variant": variant, "seed": seed, "teach_scale": params.teach_scale,
             "teach_clip": params.teach_clip, "teach": to_dict(params.teach),
             "clip": to_dict(params.clip), "model": to_dict(params.model_for(variant)),
             "train": train,
@@ -57,6 +59,7 @@ def relaunch_under_torchrun(variant: str, argv: list[str], nproc: int) -> None:
 def main(argv: list[str]) -> None:
     ap = argparse.ArgumentParser(prog="python -m stages.train")
     ap.add_argument("variant")
+    ap.add_argument("--seed", type=int, help="training seed (default: the first of train.seeds)")
     ap.add_argument("--resume", type=Path, help="explicit checkpoint to resume (same config)")
     ap.add_argument("--until", type=int, help="stop after this step (time-boxed jobs)")
     args = ap.parse_args(argv)
@@ -65,6 +68,10 @@ def main(argv: list[str]) -> None:
                            f"{', '.join(VARIANTS)})")
     params = load_params()
     cfg = params.train
+    if args.seed is None:
+        args.seed = cfg.seeds[0]
+    elif args.seed < 0:
+        raise NLReproError(f"train: --seed must be >= 0, got {args.seed}")
     if cfg.nproc > 1 and not D.under_torchrun():
         allowed = D.max_procs(D.pick_device(cfg.device))
         if cfg.nproc > allowed:
@@ -83,7 +90,7 @@ def train(params: Params, args, info: D.DistInfo) -> None:
     cfg = params.train
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    seed_everything(params.seed)  # the same initial weights on every rank
+    seed_everything(args.seed)  # the same initial weights on every rank
     manifest = token_manifest(TOKENS)
     train_rows, val_rows = open_rows(TOKENS, "train"), open_rows(TOKENS, "val")
     model = build_model(params.model_for(args.variant), manifest["vocab_size"], params.teach,
@@ -93,18 +100,19 @@ def train(params: Params, args, info: D.DistInfo) -> None:
         D.apply_activation_checkpointing(model)
     wrapped = D.wrap(model, info, cfg.fsdp)
 
-    config = run_config(params, args.variant, manifest)
-    run_dir = Path("checkpoints") / f"{args.variant}-{config_hash(config)}"
+    config = run_config(params, args.variant, args.seed, manifest)
+    run = run_name(args.variant, args.seed)
+    run_dir = Path("checkpoints") / f"{run}-{config_hash(config)}"
     spec = RunSpec(train=cfg, teach=params.teach, teach_scale=params.teach_scale,
-                   grad_clip=params.clip.grad_norm, seed=params.seed, config=config,
-                   out_dir=Path("metrics/train") / args.variant,
-                   ckpt_path=run_dir / "last.pt", final_path=Path("models") / f"{args.variant}.pt",
+                   grad_clip=params.clip.grad_norm, seed=args.seed, config=config,
+                   out_dir=Path("metrics/train") / run,
+                   ckpt_path=run_dir / "last.pt", final_path=Path("models") / f"{run}.pt",
                    extra={"params_hash": section_hash(params), "n_params": n_params})
     trainer = Trainer(spec, model, train_rows, val_rows, info, wrapped)
     resumed = trainer.resume(args.resume or spec.ckpt_path)
     if resumed and info.is_main:
-        print(f"train {args.variant}: resuming from step {trainer.step}", file=sys.stderr)
-    logger = (RunLogger(args.variant, spec.out_dir, run_dir / "log.jsonl",
+        print(f"train {run}: resuming from step {trainer.step}", file=sys.stderr)
+    logger = (RunLogger(run, spec.out_dir, run_dir / "log.jsonl",
                         trainer.step if resumed else None) if info.is_main else None)
     start = time.monotonic()
     try:
@@ -120,7 +128,7 @@ def train(params: Params, args, info: D.DistInfo) -> None:
         spec.ckpt_path.unlink(missing_ok=True)
     if logger:
         logger.finish(trainer.summary(n_params, time.monotonic() - start))
-        print(f"train {args.variant}: done, val loss {val['loss']:.4f} "
+        print(f"train {run}: done, val loss {val['loss']:.4f} "
               f"(ppl {val['ppl']:.1f}), skipped {trainer.skips.total} steps")
 
 

@@ -40,6 +40,7 @@ from nlrepro.io import atomic_dir, write_json
 from nlrepro.model import ClipConfig, ModelConfig, NestedLM, TeachConfig, build_model
 from nlrepro.progress import Progress
 from nlrepro.train import checkpoint
+from nlrepro.train.config import run_name
 
 
 @dataclass
@@ -52,14 +53,17 @@ class LoadedModel:
 
 
 def load_checkpoint_model(ckpt_path: Path, tokenizer_path: Path,
-                          variant: Optional[str] = None) -> LoadedModel:
+                          variant: Optional[str] = None, seed: Optional[int] = None
+                          ) -> LoadedModel:
     """The model of a training checkpoint, rebuilt from the config stored in it and loaded
-    strictly; the tokenizer must be the one it was trained with. ``variant``, when given,
-    must be the checkpoint's (None: whichever it holds)."""
+    strictly; the tokenizer must be the one it was trained with. ``variant`` and ``seed``,
+    when given, must be the checkpoint's (None: whichever it holds)."""
     payload = checkpoint.load(ckpt_path)
     config = payload["config"]
     if variant is not None and config.get("variant", variant) != variant:
         raise NLReproError(f"{ckpt_path}: holds a {config['variant']} model, not {variant}")
+    if seed is not None and config.get("seed", seed) != seed:
+        raise NLReproError(f"{ckpt_path}: was trained with seed {config['seed']}, not {seed}")
     try:
         model_cfg = parse(ModelConfig, config["model"], "checkpoint.model")
         teach = parse(TeachConfig, config["teach"], "checkpoint.teach")
@@ -162,13 +166,19 @@ def run_icl(scorer: ModelScorer, val_docs, cfg: EvalConfig, label: str) -> dict:
     return out
 
 
-def evaluate_variant(variant: str, params: Params, root: Path = Path(".")
+def evaluate_variant(variant: str, params: Params, root: Path = Path("."),
+                     seed: Optional[int] = None
                      ) -> tuple[dict[str, Any], dict[str, list[dict]]]:
+    """One run (variant, training seed; default the first of ``train.seeds``). Sampling of
+    the evaluation items follows the top-level ``seed``, so every run sees the same items
+    and seeds can be compared pairwise."""
     cfg = params.eval
+    seed = params.train.seeds[0] if seed is None else seed
     start = time.monotonic()
     tasks = load_zero_shot(cfg)
-    ckpt_path = root / "models" / f"{variant}.pt"
-    loaded = load_checkpoint_model(ckpt_path, root / "data/tokenizer/tokenizer.json", variant)
+    ckpt_path = root / "models" / f"{run_name(variant, seed)}.pt"
+    loaded = load_checkpoint_model(ckpt_path, root / "data/tokenizer/tokenizer.json", variant,
+                                   seed)
     docs = heldout_documents(root / "data/shards", cfg.sources)
 
     data_cfg = loaded.payload["config"]["data"]
@@ -201,6 +211,7 @@ def evaluate_variant(variant: str, params: Params, root: Path = Path(".")
 
     summary = {
         "variant": variant,
+        "train_seed": seed,
         "offline": offline,
         "icl": icl,
         "zero_shot": zero_shot,

@@ -9,10 +9,20 @@ from nlrepro.configlib import ConfigError, rng
 VARIANTS = ("transformer", "titan", "hope")
 
 
+def run_name(variant: str, seed: int) -> str:
+    """One training run, a (variant, seed) cell of the matrix: ``hope-s0``. It names the
+    model (models/<run>.pt) and the metrics directories (metrics/train/<run>/,
+    metrics/eval/<run>.json); the stages are ``train@<variant>-<seed>``."""
+    return f"{variant}-s{seed}"
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     # Model variants to train, one `train@<variant>` stage each.
     variants: tuple[Literal["transformer", "titan", "hope"], ...] = VARIANTS
+    # Training seeds, one train and one evaluate stage per (variant, seed): model init and
+    # data order follow the seed (the data stages keep the top-level seed).
+    seeds: tuple[int, ...] = field(default=(0,), metadata=rng(0, 2**31 - 1))
     # Outer optimisation steps.
     steps: int = field(default=300, metadata=rng(1, None))
     # Global batch in sequences per step (split evenly over the ranks).
@@ -61,6 +71,10 @@ class TrainConfig:
             raise ConfigError(f"{path}.variants: at least one variant is required")
         if len(set(self.variants)) != len(self.variants):
             raise ConfigError(f"{path}.variants: each variant at most once")
+        if not self.seeds:
+            raise ConfigError(f"{path}.seeds: at least one seed is required")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"{path}.seeds: each seed at most once")
         if self.batch_size % self.nproc:
             raise ConfigError(f"{path}.batch_size: {self.batch_size} does not split over "
                               f"nproc={self.nproc} ranks")
