@@ -69,7 +69,7 @@ def corpus_docs() -> list[tuple[str, str, str]]:
 
 def write_project(root: Path, tokenizer, variant: str = "transformer", teach_scale: float = 0.5,
                   row_len: int = 65) -> None:
-    """A scratch project with a tokenizer, a test split and models/<variant>.pt as the train
+    """A scratch project with a tokenizer, a test split and models/<variant>-s0.pt as the train
     stage writes it."""
     tok_dir = root / "data" / "tokenizer"
     tok_dir.mkdir(parents=True, exist_ok=True)
@@ -84,7 +84,7 @@ def write_project(root: Path, tokenizer, variant: str = "transformer", teach_sca
               "model": to_dict(cfg), "train": {},
               "data": {"tokenizer_sha256": file_hash(tok_dir / "tokenizer.json"),
                        "vocab_size": vocab, "row_len": row_len, "train_rows": 1}}
-    ckpt.save(root / "models" / f"{variant}.pt", model_state=model.state_dict(),
+    ckpt.save(root / "models" / f"{variant}-s0.pt", model_state=model.state_dict(),
               optimizer_state=None, step=3, teach_scale=teach_scale, config=config)
 
 

@@ -20,8 +20,9 @@ pytestmark = pytest.mark.e2e
 DATA_STAGES = ["ingest@shakespeare", "ingest@synthetic", "filter", "shard", "tokenizer",
                "tokenize"]
 VARIANTS = ["hope", "titan", "transformer"]
-TRAIN_STAGES = [f"train@{v}" for v in VARIANTS]
-EVAL_STAGES = [f"evaluate@{v}" for v in VARIANTS]
+RUNS = [f"{v}-s0" for v in VARIANTS]            # one (variant, seed) run each, seed 0
+TRAIN_STAGES = [f"train@{v}-0" for v in VARIANTS]
+EVAL_STAGES = [f"evaluate@{v}-0" for v in VARIANTS]
 REPORT_STAGES = ["report"]
 
 
@@ -85,54 +86,60 @@ def test_repro_writes_every_data_output(clone):
 
 def test_repro_trains_every_variant_with_logs_and_final_weights(clone):
     import torch
-    for variant in VARIANTS:
-        summary = json.loads((clone / f"metrics/train/{variant}/metrics.json").read_text())
+    for variant, run in zip(VARIANTS, RUNS):
+        summary = json.loads((clone / f"metrics/train/{run}/metrics.json").read_text())
         assert summary["step"] == 4 and summary["skipped_steps"] == 0
         assert summary["val"]["loss"] > 0 and summary["tokens_seen"] == 4 * 2 * 64
-        log = (clone / f"metrics/train/{variant}/log.jsonl").read_text().splitlines()
+        log = (clone / f"metrics/train/{run}/log.jsonl").read_text().splitlines()
         assert [json.loads(l)["step"] for l in log if '"train"' in l] == [1, 2, 3, 4]
-        assert (clone / f"metrics/train/{variant}/plots/metrics/train/loss.tsv").is_file()
-        payload = torch.load(clone / f"models/{variant}.pt", weights_only=False)
+        assert (clone / f"metrics/train/{run}/plots/metrics/train/loss.tsv").is_file()
+        payload = torch.load(clone / f"models/{run}.pt", weights_only=False)
         assert payload["config"]["variant"] == variant and payload["step"] == 4
-    assert "update_norm/memory" in (clone / "metrics/train/hope/log.jsonl").read_text()
+        assert payload["config"]["seed"] == 0
+    assert "update_norm/memory" in (clone / "metrics/train/hope-s0/log.jsonl").read_text()
 
 
 def test_repro_evaluates_every_variant_with_records_and_lineage(clone):
-    for variant in VARIANTS:
-        result = json.loads((clone / f"metrics/eval/{variant}.json").read_text())
+    for run in RUNS:
+        result = json.loads((clone / f"metrics/eval/{run}.json").read_text())
         offline = result["offline"]
         assert 1 < offline["perplexity"]["token_perplexity"] < float("inf")
         assert 0 <= offline["passkey"]["acc"] <= 1
         assert offline["choice"]["chance"]["acc"] == 0.25
         assert result["lineage"]["tokenizer_sha256"] == json.loads(
             (clone / "metrics/data.json").read_text())["tokenizer"]["sha256"]
-        assert list((clone / f"metrics/eval/{variant}").glob("*.jsonl"))
+        assert list((clone / f"metrics/eval/{run}").glob("*.jsonl"))
+        assert result["train_seed"] == 0
 
 
 def test_repro_ends_with_the_report(clone):
     summary = json.loads((clone / "metrics/summary.json").read_text())
-    assert set(summary) == set(VARIANTS) | {"chance"}
-    for variant in VARIANTS:
-        train = json.loads((clone / f"metrics/train/{variant}/metrics.json").read_text())
-        result = json.loads((clone / f"metrics/eval/{variant}.json").read_text())
-        assert summary[variant]["val_loss"] == train["val"]["loss"]
-        assert summary[variant]["ppl_token"] == result["offline"]["perplexity"]["token_perplexity"]
+    assert set(summary) == set(VARIANTS) | {"chance", "seeds", "paired"}
+    for variant, run in zip(VARIANTS, RUNS):
+        train = json.loads((clone / f"metrics/train/{run}/metrics.json").read_text())
+        result = json.loads((clone / f"metrics/eval/{run}.json").read_text())
+        assert summary[variant]["val_loss"] == {"mean": train["val"]["loss"], "n": 1,
+                                                "seed0": train["val"]["loss"]}
+        assert summary[variant]["ppl_token"]["mean"] == \
+            result["offline"]["perplexity"]["token_perplexity"]
     assert "| metric | HOPE | TITAN | Transformer++ | chance |" in \
         (clone / "metrics/report.md").read_text()
-    for name in ["loss", "teach", "scores", "long_context"]:
+    for name in ["loss", "teach", "scores", "long_context", "icl_by_position", "seeds"]:
         assert (clone / f"plots/figures/{name}.png").read_bytes()[:4] == b"\x89PNG"
     # Every plot definition of dvc.yaml finds its data.
     shown = json.loads(dvc(clone, "plots", "show", "--json", "-o", str(clone / "dvc_plots")).stdout)
     vega = {name for name, items in shown["data"].items() if items[0]["type"] == "vega"}
-    assert vega == {"loss", "teach_scale", "update_norm", "scores", "passkey", "icl_position"}
+    assert vega == {"loss", "teach_scale", "update_norm", "scores", "passkey", "icl_position",
+                    "seeds"}
     # The in-context section: every memory variant streamed with its clips off and stayed
     # bounded; the transformer has no fast weights to stream.
     for variant in ["hope", "titan"]:
-        stream = json.loads((clone / f"metrics/eval/{variant}.json").read_text())["icl"]["stream"]
+        stream = json.loads((clone / f"metrics/eval/{variant}-s0.json").read_text())["icl"]["stream"]
         assert stream["finite"] and 0.5 <= stream["min_ratio"] and stream["max_ratio"] <= 2.0
-        assert summary[variant]["icl_gain"] == pytest.approx(
-            summary[variant]["icl_loss_off"] - summary[variant]["icl_loss_on"], abs=1e-12)
-    assert "stream" not in json.loads((clone / "metrics/eval/transformer.json").read_text())["icl"]
+        mean = {k: summary[variant][k]["mean"] for k in ("icl_gain", "icl_loss_off", "icl_loss_on")}
+        assert mean["icl_gain"] == pytest.approx(mean["icl_loss_off"] - mean["icl_loss_on"],
+                                                 abs=1e-12)
+    assert "stream" not in json.loads((clone / "metrics/eval/transformer-s0.json").read_text())["icl"]
 
 
 def test_gate_passes_an_unchanged_run_and_fails_a_planted_regression(clone):
@@ -144,7 +151,8 @@ def test_gate_passes_an_unchanged_run_and_fails_a_planted_regression(clone):
     path = clone / "metrics/summary.json"
     original = path.read_text()
     summary = json.loads(original)
-    summary["titan"]["val_loss"] += 0.5
+    summary["titan"]["val_loss"]["mean"] += 0.5
+    summary["titan"]["val_loss"]["seed0"] += 0.5
     path.write_text(json.dumps(summary))
     try:
         failed = sh(clone, "env", "PYTHONPATH=src", *gate, check=False)
@@ -162,17 +170,17 @@ def test_second_repro_skips_every_stage(clone):
 
 
 def test_forced_rerun_gives_byte_identical_outputs(clone):
-    def val(variant):
-        return json.loads((clone / f"metrics/train/{variant}/metrics.json").read_text())["val"]
+    def val(run):
+        return json.loads((clone / f"metrics/train/{run}/metrics.json").read_text())["val"]
 
-    before, val_before = lock_outs(clone), {v: val(v) for v in VARIANTS}
+    before, val_before = lock_outs(clone), {r: val(r) for r in RUNS}
     dvc(clone, "repro", "-f")
     after = lock_outs(clone)
     for stage, outs in before.items():
         # Data and final weights byte for byte; metrics files also hold timings.
         same = [o for o in outs if not o[0].startswith("metrics/")]
         assert same == [o for o in after[stage] if not o[0].startswith("metrics/")], stage
-    assert {v: val(v) for v in VARIANTS} == val_before
+    assert {r: val(r) for r in RUNS} == val_before
 
 
 def test_metrics_show_prints_the_data_metrics(clone):
@@ -190,3 +198,24 @@ def test_experiment_on_vocab_size_reruns_only_what_depends_on_it(clone):
     assert "Running stage 'tokenizer'" in out and "Running stage 'tokenize'" in out
     metrics = json.loads((clone / "metrics/data.json").read_text())
     assert metrics["tokenizer"]["vocab_size"] == 384
+
+
+def test_experiment_adding_a_seed_runs_only_that_seeds_stages(clone):
+    """`dvc exp run -S 'train.seeds=[0,1]'`: seed 0's train and evaluate stages are
+    skipped, seed 1's run, and the report aggregates two seeds with an interval."""
+    sh(clone, "git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A")
+    sh(clone, "git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "lock",
+       "--allow-empty")
+    out = dvc(clone, "exp", "run", "-S", "train.seeds=[0,1]").stdout
+    for v in VARIANTS:
+        assert f"Stage 'train@{v}-0' didn't change, skipping" in out
+        assert f"Stage 'evaluate@{v}-0' didn't change, skipping" in out
+        assert f"Running stage 'train@{v}-1'" in out and f"Running stage 'evaluate@{v}-1'" in out
+    summary = json.loads((clone / "metrics/summary.json").read_text())
+    assert summary["seeds"] == {"n": 2}
+    hope = summary["hope"]["val_loss"]
+    seeds = [json.loads((clone / f"metrics/train/hope-s{k}/metrics.json").read_text())["val"]["loss"]
+             for k in (0, 1)]
+    assert [hope["seed0"], hope["seed1"]] == seeds and seeds[0] != seeds[1]
+    assert hope["ci95_low"] < hope["mean"] < hope["ci95_high"]
+    assert "Training seeds 0, 1" in (clone / "metrics/report.md").read_text()

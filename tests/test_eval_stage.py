@@ -42,7 +42,7 @@ def proj(tmp_path, tok, monkeypatch):
             params = smoke_params(eval={**EVAL, **eval_overrides})
             (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
             main([variant])
-            return json.loads((tmp_path / "metrics/eval" / f"{variant}.json").read_text())
+            return json.loads((tmp_path / "metrics/eval" / f"{variant}-s0.json").read_text())
 
     return Proj()
 
@@ -55,7 +55,7 @@ def write_jsonl(path, rows):
 def test_results_carry_lineage_counts_chance_and_auditable_records(proj):
     out = proj.run()
     lineage = out["lineage"]
-    assert lineage["checkpoint"]["sha256"] == file_hash(proj.root / "models/hope.pt")
+    assert lineage["checkpoint"]["sha256"] == file_hash(proj.root / "models/hope-s0.pt")
     assert lineage["tokenizer_sha256"] == file_hash(proj.root / "data/tokenizer/tokenizer.json")
     assert set(lineage["params_hash"]) == {"eval", "params"} and lineage["test_split_sha256"]
     assert set(lineage["task_data_sha256"]) == set(OFFLINE) | {"icl"}
@@ -73,9 +73,9 @@ def test_results_carry_lineage_counts_chance_and_auditable_records(proj):
     assert lineage["wall_time_s"]["total"] > 0
     for task in OFFLINE:
         assert "chance" in out["offline"][task] and out["offline"][task]["n"] == lineage["samples"][task]
-        lines = (proj.root / "metrics/eval/hope" / f"{task}.jsonl").read_text().splitlines()
+        lines = (proj.root / "metrics/eval/hope-s0" / f"{task}.jsonl").read_text().splitlines()
         assert len(lines) == lineage["samples"][task]
-    record = json.loads((proj.root / "metrics/eval/hope/choice.jsonl").read_text().splitlines()[0])
+    record = json.loads((proj.root / "metrics/eval/hope-s0/choice.jsonl").read_text().splitlines()[0])
     assert {"prompt", "continuation", "loglik", "is_greedy", "pred", "pred_norm", "gold"} <= set(record)
     assert out["offline"]["choice"]["chance"]["acc"] == pytest.approx(1 / 3)
     assert out["offline"]["passkey"]["acc_by_length"].keys() == {"64", "96"}
@@ -98,7 +98,7 @@ def test_zero_shot_tasks_from_local_files_and_the_eight_column_average(proj, tmp
     assert set(out["zero_shot"]) == {"piqa", "lambada_openai"}       # no average of 2 columns
     assert out["zero_shot"]["piqa"]["chance"] == {"acc": 0.5, "acc_norm": 0.5}
     assert out["lineage"]["task_data_sha256"]["piqa"] == load_task("piqa", tasks["piqa"]).sha256
-    assert len((proj.root / "metrics/eval/hope/piqa.jsonl").read_text().splitlines()) == 2
+    assert len((proj.root / "metrics/eval/hope-s0/piqa.jsonl").read_text().splitlines()) == 2
     out = proj.run(tasks=tasks, task_limit=1)
     headline = ["lambada_openai", "piqa", "hellaswag", "winogrande", "arc_easy", "arc_challenge",
                 "siqa", "boolq"]
@@ -133,18 +133,26 @@ def test_an_empty_task_file_is_one_line(proj, capsys, tmp_path):
 
 
 def test_a_checkpoint_whose_weights_do_not_match_its_config_is_refused(proj, capsys):
-    payload = torch.load(proj.root / "models/hope.pt", weights_only=False)
+    payload = torch.load(proj.root / "models/hope-s0.pt", weights_only=False)
     payload["model"]["embed.weight"] = payload["model"]["embed.weight"][:, :16]
-    torch.save(payload, proj.root / "models/hope.pt")
+    torch.save(payload, proj.root / "models/hope-s0.pt")
     _fails_with(proj, capsys, "weights do not match the model")
 
 
 def test_a_checkpoint_of_another_tokenizer_is_refused(proj, capsys, tok):
     (proj.root / "data/tokenizer/tokenizer.json").write_text(
         tiny_tokenizer(vocab_size=350).to_str())
-    _fails_with(proj, capsys, "not the tokenizer models/hope.pt was trained with")
+    _fails_with(proj, capsys, "not the tokenizer models/hope-s0.pt was trained with")
 
 
 def test_a_missing_checkpoint_and_an_unknown_variant_are_one_line(proj, capsys):
-    _fails_with(proj, capsys, "models/titan.pt: checkpoint not found", variant="titan")
+    _fails_with(proj, capsys, "models/titan-s0.pt: checkpoint not found", variant="titan")
     _fails_with(proj, capsys, "evaluate: unknown variant 'gpt'", variant="gpt")
+
+
+def test_a_checkpoint_of_another_seed_is_refused(proj, capsys):
+    """models/hope-s0.pt must hold seed 0's model: a copied file of seed 1 is refused."""
+    payload = torch.load(proj.root / "models/hope-s0.pt", weights_only=False)
+    payload["config"]["seed"] = 1
+    torch.save(payload, proj.root / "models/hope-s0.pt")
+    _fails_with(proj, capsys, "models/hope-s0.pt: was trained with seed 1, not 0")

@@ -139,7 +139,7 @@ def runs(project, tmp_path_factory):
            "HF_HOME": str(tmp_path_factory.mktemp("hf_home")), "TOKENIZERS_PARALLELISM": "false"}
     out = project / "lm_eval_out"
     cli = [sys.executable, "-m", "nlrepro.harness", "--model", "nlrepro",
-           "--model_args", f"checkpoint=models/hope.pt,tokenizer=data/tokenizer/tokenizer.json,"
+           "--model_args", f"checkpoint=models/hope-s0.pt,tokenizer=data/tokenizer/tokenizer.json,"
                            f"batch_size={BATCH},stream_chunk={CHUNK}",
            "--tasks", ",".join(f"local_{n}" for n in LM_EVAL_TASKS),
            "--include_path", str(task_dir), "--device", "cpu",
@@ -154,9 +154,9 @@ def runs(project, tmp_path_factory):
         assert proc.returncode == 0, f"{name} failed:\n{logs[name][-4000:]}"
 
     ours = {name: [json.loads(line) for line in
-                   (project / "metrics/eval/hope" / f"{name}.jsonl").read_text().splitlines()]
+                   (project / "metrics/eval/hope-s0" / f"{name}.jsonl").read_text().splitlines()]
             for name in LM_EVAL_TASKS}
-    summary = json.loads((project / "metrics/eval/hope.json").read_text())
+    summary = json.loads((project / "metrics/eval/hope-s0.json").read_text())
     (results_path,) = glob.glob(str(out / "**" / "results_*.json"), recursive=True)
     results = json.loads(Path(results_path).read_text())
     samples = {}
@@ -252,7 +252,7 @@ def test_wikitext_rolling_logliks_and_perplexities_match(runs):
 def lm(project, monkeypatch):
     monkeypatch.chdir(project)                       # the default tokenizer path is relative
     return get_model("nlrepro").create_from_arg_obj(
-        {"checkpoint": "models/hope.pt", "max_gen_toks": 12}, {"batch_size": 1, "device": "cuda:0"})
+        {"checkpoint": "models/hope-s0.pt", "max_gen_toks": 12}, {"batch_size": 1, "device": "cuda:0"})
 
 
 def _gen(context: str, **kwargs) -> Instance:
@@ -290,17 +290,17 @@ def _one_line_error(args: str) -> str:
 def test_bad_model_args_are_one_clear_line(project, monkeypatch):
     monkeypatch.chdir(project)
     assert "checkpoint=<path to models/<variant>.pt> is required" in _one_line_error("")
-    assert "unknown key(s) bogus" in _one_line_error("checkpoint=models/hope.pt,bogus=1")
-    assert "checkpoint not found" in _one_line_error("checkpoint=models/titan.pt")
+    assert "unknown key(s) bogus" in _one_line_error("checkpoint=models/hope-s0.pt,bogus=1")
+    assert "checkpoint not found" in _one_line_error("checkpoint=models/titan-s0.pt")
     assert "unreadable checkpoint" in _one_line_error(
         "checkpoint=data/tokenizer/tokenizer.json")
     assert "tokenizer not found" in _one_line_error(
-        "checkpoint=models/hope.pt,tokenizer=missing.json")
+        "checkpoint=models/hope-s0.pt,tokenizer=missing.json")
     assert "max_len=0 is not a positive integer" in _one_line_error(
-        "checkpoint=models/hope.pt,max_len=0")
+        "checkpoint=models/hope-s0.pt,max_len=0")
     if not torch.cuda.is_available():
         assert "CUDA is not available" in _one_line_error(
-            "checkpoint=models/hope.pt,device=cuda")
+            "checkpoint=models/hope-s0.pt,device=cuda")
 
 
 def test_the_cli_wrapper_prints_an_adapter_error_as_one_line_and_exits_2(project, monkeypatch,
@@ -311,11 +311,11 @@ def test_the_cli_wrapper_prints_an_adapter_error_as_one_line_and_exits_2(project
 
     monkeypatch.chdir(project)
     monkeypatch.setattr(lm_eval.__main__, "cli_evaluate", lambda: get_model(
-        "nlrepro").create_from_arg_string("checkpoint=models/titan.pt", {}))
+        "nlrepro").create_from_arg_string("checkpoint=models/titan-s0.pt", {}))
     with pytest.raises(SystemExit) as exc:
         harness.main(["--model", "nlrepro"])
     err = capsys.readouterr().err.strip().splitlines()
-    assert exc.value.code == 2 and err == ["error: models/titan.pt: checkpoint not found"]
+    assert exc.value.code == 2 and err == ["error: models/titan-s0.pt: checkpoint not found"]
 
 
 def test_importing_nlrepro_never_needs_lm_eval():

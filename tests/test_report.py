@@ -89,10 +89,10 @@ def eval_result(variant: str, choice: float, passkey: dict, zero_shot: dict | No
 
 
 def write_variant(root, variant, *, tps, val_loss, choice, passkey, zero_shot=None,
-                  nonfinite_at=None, icl=True):
-    """One variant's train and eval outputs; ``icl=False``: as written before the
-    in-context learning measurement (no ``icl``, ``clip_rate`` or attention)."""
-    tdir = root / "metrics/train" / variant
+                  nonfinite_at=None, icl=True, seed=0):
+    """One run's train and eval outputs (``<variant>-s<seed>``); ``icl=False``: as written
+    before the in-context learning measurement (no ``icl``, ``clip_rate`` or attention)."""
+    tdir = root / "metrics/train" / f"{variant}-s{seed}"
     tdir.mkdir(parents=True, exist_ok=True)
     (tdir / "log.jsonl").write_text(
         "".join(json.dumps(e) + "\n" for e in train_log(tps, nonfinite_at)))
@@ -103,8 +103,16 @@ def write_variant(root, variant, *, tps, val_loss, choice, passkey, zero_shot=No
         **({"clip_rate": TRAIN_CLIP[variant]} if icl else {})}))
     edir = root / "metrics/eval"
     edir.mkdir(parents=True, exist_ok=True)
-    (edir / f"{variant}.json").write_text(
+    (edir / f"{variant}-s{seed}.json").write_text(
         json.dumps(eval_result(variant, choice, passkey, zero_shot, icl)))
+
+
+def flat(summary: dict) -> dict:
+    """``{variant: {metric: mean}, "chance": ...}`` of metrics/summary.json."""
+    out = {v: {m: stat["mean"] for m, stat in metrics.items()}
+           for v, metrics in summary.items() if v not in ("chance", "seeds", "paired")}
+    out["chance"] = summary["chance"]
+    return out
 
 
 def edit_json(path, edit) -> None:
@@ -172,9 +180,15 @@ OUTPUTS = ["metrics/summary.json", "metrics/report.md", "plots/figures", "plots/
 def test_summary_holds_each_variants_numbers_and_chance(proj):
     r = proj.run("stages.report")
     assert r.returncode == 0, r.stderr
-    assert "lowest val loss HOPE 4.250" in r.stdout
-    s = json.loads((proj.root / "metrics/summary.json").read_text())
-    assert set(s) == {"hope", "titan", "transformer", "chance"}
+    assert "lowest mean val loss HOPE 4.250" in r.stdout
+    raw = json.loads((proj.root / "metrics/summary.json").read_text())
+    assert set(raw) == {"hope", "titan", "transformer", "chance", "seeds", "paired"}
+    # One seed: the value, its seed and n, and no spread or interval at all.
+    assert raw["hope"]["val_loss"] == {"mean": 4.25, "n": 1, "seed0": 4.25}
+    assert raw["seeds"] == {"n": 1}
+    assert raw["paired"]["hope"]["val_loss"] == {"mean": -0.5, "n": 1, "diff_seed0": -0.5,
+                                                 "wins": 1}
+    s = flat(raw)
     hope = s["hope"]
     assert hope["val_loss"] == 4.25 and hope["params"] == 1004 and hope["steps"] == 3
     assert hope["tokens_per_s"] == 200.0               # median of 100, 300, 200
@@ -229,7 +243,7 @@ def test_plot_tables_are_long_format_per_variant(proj):
 
 def test_figures_are_pngs_and_reruns_are_byte_identical(proj):
     assert proj.run("stages.report").returncode == 0
-    names = ["loss", "teach", "scores", "long_context", "icl_by_position"]
+    names = ["loss", "teach", "scores", "long_context", "icl_by_position", "seeds"]
     first = {n: (proj.root / "plots/figures" / f"{n}.png").read_bytes() for n in names}
     summary = (proj.root / "metrics/summary.json").read_bytes()
     for blob in first.values():
@@ -254,26 +268,26 @@ def test_a_non_finite_loss_is_kept_and_flagged(project):
 
 
 @pytest.mark.parametrize("breakage, message", [
-    (lambda root: (root / "metrics/eval/titan.json").unlink(),
-     "metrics/eval/titan.json: not found (run `dvc repro evaluate@titan` first)"),
-    (lambda root: (root / "metrics/train/hope/log.jsonl").write_text('{"kind": "train"}\n'),
-     "metrics/train/hope/log.jsonl:1: not a log entry"),
-    (lambda root: (root / "metrics/train/transformer/metrics.json").write_text("{oops"),
-     "metrics/train/transformer/metrics.json: not valid JSON"),
-    (lambda root: (root / "metrics/train/hope/metrics.json").write_text('{"params": 1}'),
-     "metrics/train/hope/metrics.json: missing 'tokens_seen'"),
-    (lambda root: edit_json(root / "metrics/eval/titan.json",
+    (lambda root: (root / "metrics/eval/titan-s0.json").unlink(),
+     "metrics/eval/titan-s0.json: not found (run `dvc repro evaluate@titan-0` first)"),
+    (lambda root: (root / "metrics/train/hope-s0/log.jsonl").write_text('{"kind": "train"}\n'),
+     "metrics/train/hope-s0/log.jsonl:1: not a log entry"),
+    (lambda root: (root / "metrics/train/transformer-s0/metrics.json").write_text("{oops"),
+     "metrics/train/transformer-s0/metrics.json: not valid JSON"),
+    (lambda root: (root / "metrics/train/hope-s0/metrics.json").write_text('{"params": 1}'),
+     "metrics/train/hope-s0/metrics.json: missing 'tokens_seen'"),
+    (lambda root: edit_json(root / "metrics/eval/titan-s0.json",
                             lambda d: d["icl"].update(gain="x")),
-     "metrics/eval/titan.json: 'icl.gain' is not a number (got \"x\")"),
-    (lambda root: edit_json(root / "metrics/eval/hope.json",
+     "metrics/eval/titan-s0.json: 'icl.gain' is not a number (got \"x\")"),
+    (lambda root: edit_json(root / "metrics/eval/hope-s0.json",
                             lambda d: d["icl"]["by_position"]["off"][1].pop("loss")),
-     "metrics/eval/hope.json icl.by_position.off[1]: missing 'loss'"),
-    (lambda root: edit_json(root / "metrics/eval/hope.json",
+     "metrics/eval/hope-s0.json icl.by_position.off[1]: missing 'loss'"),
+    (lambda root: edit_json(root / "metrics/eval/hope-s0.json",
                             lambda d: d["icl"]["stream"].update(finite="yes")),
-     "metrics/eval/hope.json: 'icl.stream.finite' is not true or false"),
-    (lambda root: edit_json(root / "metrics/train/transformer/metrics.json",
+     "metrics/eval/hope-s0.json: 'icl.stream.finite' is not true or false"),
+    (lambda root: edit_json(root / "metrics/train/transformer-s0/metrics.json",
                             lambda d: d.update(clip_rate=[0.5])),
-     "metrics/train/transformer/metrics.json: 'clip_rate' is not an object"),
+     "metrics/train/transformer-s0/metrics.json: 'clip_rate' is not an object"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(proj, breakage, message):
     breakage(proj.root)
@@ -289,13 +303,14 @@ def test_only_the_configured_variants_are_reported(proj):
     proj.write_params(smoke_params(train={"variants": ["hope", "transformer"]}))
     assert proj.run("stages.report").returncode == 0
     s = json.loads((proj.root / "metrics/summary.json").read_text())
-    assert set(s) == {"hope", "transformer", "chance"}
+    assert set(s) == {"hope", "transformer", "chance", "seeds", "paired"}
+    assert set(s["paired"]) == {"hope"}
     assert "TITAN" not in (proj.root / "metrics/report.md").read_text()
 
 
 def test_in_context_learning_numbers_are_copied_into_the_summary(proj):
     assert proj.run("stages.report").returncode == 0
-    s = json.loads((proj.root / "metrics/summary.json").read_text())
+    s = flat(json.loads((proj.root / "metrics/summary.json").read_text()))
 
     def part(metrics: dict, prefix: str) -> dict:
         return {k: v for k, v in metrics.items() if k.startswith(prefix)}
@@ -362,7 +377,7 @@ def test_a_variant_without_icl_is_reported_as_not_measured(project):
     project.write_params(smoke_params())
     r = project.run("stages.report")
     assert r.returncode == 0, r.stderr
-    titan = json.loads((root / "metrics/summary.json").read_text())["titan"]
+    titan = flat(json.loads((root / "metrics/summary.json").read_text()))["titan"]
     assert not [k for k in titan if k.startswith(("icl_", "stream_", "clip_rate_",
                                                   "train_clip_rate_"))]
     md = (root / "metrics/report.md").read_text()

@@ -8,8 +8,8 @@ module imports it)::
 
 Run any harness task on a checkpoint::
 
-    nlrepro-lm-eval --model nlrepro --model_args checkpoint=models/hope.pt --tasks arc_easy
-    python -m nlrepro.harness --model nlrepro --model_args checkpoint=models/hope.pt ...
+    nlrepro-lm-eval --model nlrepro --model_args checkpoint=models/hope-s0.pt --tasks arc_easy
+    python -m nlrepro.harness --model nlrepro --model_args checkpoint=models/hope-s0.pt ...
 
 Both are lm-eval's own CLI (``lm_eval.__main__.cli_evaluate``, every option as documented
 there) with this module imported first. lm-eval 0.4.13 has no plugin discovery: its plain
@@ -22,7 +22,7 @@ model_args={"checkpoint": ...}, ...)``.
 
 Model args (``--model_args key=value,...``):
 
-* ``checkpoint`` (required): a training checkpoint, ``models/<variant>.pt``; the variant
+* ``checkpoint`` (required): a training checkpoint, ``models/<variant>-s<seed>.pt``; the variant
   and the model config come from it, and the weights load strictly.
 * ``tokenizer``: default ``data/tokenizer/tokenizer.json`` (relative to the current
   directory); it must be the one the checkpoint was trained with (checked by hash).
@@ -148,7 +148,7 @@ class NLReproLM(LM):
             raise NLReproError(f"nlrepro model_args: unknown key(s) {', '.join(sorted(unknown))} "
                                f"(known: {known})")
         if checkpoint in (None, ""):
-            raise NLReproError("nlrepro model_args: checkpoint=<path to models/<variant>.pt> "
+            raise NLReproError("nlrepro model_args: checkpoint=<path to models/<variant>-s<seed>.pt> "
                                "is required")
         ckpt_path, tok_path = Path(str(checkpoint)), Path(str(tokenizer))
         loaded = load_checkpoint_model(ckpt_path, tok_path)  # whichever variant it holds

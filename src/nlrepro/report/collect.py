@@ -1,17 +1,19 @@
-"""Read every variant's training and evaluation outputs into one comparison.
+"""Read every run's training and evaluation outputs into one comparison.
 
-Inputs per variant (written by the train and evaluate stages):
+A run is one (variant, training seed), named ``<variant>-s<seed>`` (``hope-s0``). Inputs
+per run (written by the train and evaluate stages):
 
-* ``metrics/train/<variant>/metrics.json`` - the end-of-run summary;
-* ``metrics/train/<variant>/log.jsonl``    - the durable per-step log (curves);
-* ``metrics/eval/<variant>.json``          - the offline suite, the in-context learning
+* ``metrics/train/<run>/metrics.json`` - the end-of-run summary;
+* ``metrics/train/<run>/log.jsonl``    - the durable per-step log (curves);
+* ``metrics/eval/<run>.json``          - the offline suite, the in-context learning
   measurement (``icl``, optional: older results lack it) and zero-shot tasks.
 
-``summarize`` turns them into the flat, numeric ``metrics/summary.json``: one mapping per
-variant whose keys are metric names (``val_loss``, ``choice_acc``, ``zs_piqa_acc`` ...),
-plus a ``chance`` mapping with what a uniform guess scores on the same metric names.
-Flat names keep ``dvc metrics show/diff`` readable (``hope.val_loss``) and give the
-regression gate one name per metric to write a threshold for.
+``summarize`` turns them into flat numbers per run: metric names (``val_loss``,
+``choice_acc``, ``zs_piqa_acc`` ...) -> value, plus a ``chance`` mapping with what a
+uniform guess scores on the same names; ``report.seeds.aggregate`` then writes
+``metrics/summary.json`` with the per-seed values and their mean, sd and interval under
+``<variant>.<metric>.<stat>`` (``hope.val_loss.mean``), one name per metric for
+``dvc metrics show/diff`` and the regression gate.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from nlrepro.errors import NLReproError
+from nlrepro.train.config import run_name
 
 DISPLAY = {"hope": "HOPE", "titan": "TITAN", "transformer": "Transformer++"}
 # Offline-suite metrics: (summary name, task, key in the eval json).
@@ -42,12 +45,19 @@ _OFFLINE_CHANCE = {("perplexity", "token_perplexity"): "token_perplexity",
 
 @dataclass
 class VariantRun:
-    """What the train and evaluate stages wrote for one variant."""
+    """What the train and evaluate stages wrote for one run: ``name`` is the variant,
+    ``seed`` the training seed (None for a mean over seeds, ``average_runs``)."""
 
     name: str
     train: dict[str, Any]
     log: list[dict[str, Any]]
     eval: dict[str, Any]
+    seed: int | None = 0
+
+    @property
+    def run(self) -> str:
+        """``hope-s0``: the directory and file names of this run's outputs."""
+        return self.name if self.seed is None else run_name(self.name, self.seed)
 
     def curve(self, kind: str, key: str) -> tuple[list[int], list[float]]:
         """(steps, values) of one logged metric; a value logged as null reads as NaN."""
@@ -101,18 +111,72 @@ def _read_log(path: Path, stage: str) -> list[dict[str, Any]]:
     return sorted(entries.values(), key=lambda e: (e["step"], e["kind"]))
 
 
-def load_runs(root: Path, variants: list[str]) -> list[VariantRun]:
-    """Every variant's outputs, each checked before anything is drawn or written."""
+def load_runs(root: Path, variants: list[str], seeds: list[int]) -> list[VariantRun]:
+    """Every (variant, seed) run's outputs, each checked before anything is drawn or
+    written; ordered by variant, then seed."""
     runs = []
     for v in variants:
-        train_dir = root / "metrics/train" / v
-        runs.append(VariantRun(
-            name=v,
-            train=_read_json(train_dir / "metrics.json", f"train@{v}"),
-            log=_read_log(train_dir / "log.jsonl", f"train@{v}"),
-            eval=_read_json(root / "metrics/eval" / f"{v}.json", f"evaluate@{v}"),
-        ))
+        for seed in seeds:
+            run, stage = run_name(v, seed), f"{v}-{seed}"
+            train_dir = root / "metrics/train" / run
+            runs.append(VariantRun(
+                name=v,
+                train=_read_json(train_dir / "metrics.json", f"train@{stage}"),
+                log=_read_log(train_dir / "log.jsonl", f"train@{stage}"),
+                eval=_read_json(root / "metrics/eval" / f"{run}.json", f"evaluate@{stage}"),
+                seed=seed,
+            ))
     return runs
+
+
+def _mean_tree(trees: list[Any]) -> Any:
+    """The element-wise mean of JSON trees of one shape: numbers are averaged (a null
+    in some trees gives NaN, in all of them null), mappings keep the keys every tree has, lists of equal length are
+    averaged item by item; anything else is taken from the first tree."""
+    first = trees[0]
+    if isinstance(first, bool) or isinstance(first, str):
+        return first
+    if isinstance(first, (int, float)) or first is None:
+        if not all(x is None or (isinstance(x, (int, float)) and not isinstance(x, bool))
+                   for x in trees):
+            return first
+        if all(x is None for x in trees):
+            return None
+        if any(x is None for x in trees):
+            return math.nan
+        # Equal values stay as they are (an int stays an int: counts, window sizes).
+        return first if all(x == first for x in trees) else math.fsum(trees) / len(trees)
+    if isinstance(first, dict):
+        if not all(isinstance(x, dict) for x in trees):
+            return first
+        return {k: _mean_tree([x[k] for x in trees]) for k in first if all(k in x for x in trees)}
+    if isinstance(first, list):
+        if not all(isinstance(x, list) and len(x) == len(first) for x in trees):
+            return first
+        return [_mean_tree(list(items)) for items in zip(*trees)]
+    return first
+
+
+def average_runs(runs: list[VariantRun]) -> list[VariantRun]:
+    """One run per variant for the curves and figures: a variant with one seed as it is,
+    with several the mean over its seeds of every logged value (the (kind, step) entries
+    all seeds logged) and of every number of the evaluation (``seed`` None)."""
+    groups: dict[str, list[VariantRun]] = {}
+    for run in runs:
+        groups.setdefault(run.name, []).append(run)
+    out = []
+    for name, group in groups.items():
+        if len(group) == 1:
+            out.append(group[0])
+            continue
+        logs = [{(e["kind"], e["step"]): e for e in r.log} for r in group]
+        common = [key for key in logs[0] if all(key in log for log in logs)]
+        log = [{"kind": k, "step": s,
+                "metrics": _mean_tree([log[(k, s)]["metrics"] for log in logs])}
+               for k, s in common]
+        out.append(VariantRun(name, _mean_tree([r.train for r in group]), log,
+                              _mean_tree([r.eval for r in group]), seed=None))
+    return out
 
 
 def _get(d: dict, *keys: str, where: str) -> Any:
@@ -189,8 +253,8 @@ def _zero_shot_metrics(results: dict[str, Any]) -> dict[str, tuple[float, float 
 def variant_metrics(run: VariantRun) -> tuple[dict[str, float], dict[str, float]]:
     """(metrics, chance) of one variant under the summary's flat names."""
     t, e = run.train, run.eval
-    tw = f"metrics/train/{run.name}/metrics.json"
-    ew = f"metrics/eval/{run.name}.json"
+    tw = f"metrics/train/{run.run}/metrics.json"
+    ew = f"metrics/eval/{run.run}.json"
     m: dict[str, float] = {
         "params": _num(_get(t, "params", where=tw)),
         "tokens_seen": _num(_get(t, "tokens_seen", where=tw)),
@@ -250,7 +314,7 @@ class IclSetup:
 
 def icl_setup(run: VariantRun) -> IclSetup:
     """Attention, sequence count and length, and mechanisms of one variant (checked)."""
-    ew = f"metrics/eval/{run.name}.json"
+    ew = f"metrics/eval/{run.run}.json"
     lin = run.eval.get("lineage", {})
     attention = lin.get("attention") if isinstance(lin, dict) else None
     window = lin.get("window") if isinstance(lin, dict) else None
@@ -275,7 +339,7 @@ def icl_by_position(run: VariantRun) -> dict[str, tuple[list[float], list[float]
     measured); every bucket is checked."""
     if "icl" not in run.eval:
         return {}
-    ew = f"metrics/eval/{run.name}.json"
+    ew = f"metrics/eval/{run.run}.json"
     out = {}
     for kind in ("on", "off"):
         buckets = _get(run.eval, "icl", "by_position", kind, where=ew)
@@ -295,7 +359,7 @@ def icl_metrics(run: VariantRun) -> dict[str, float]:
     """The flat summary names of the evaluation's ``icl`` object ({} when not measured):
     ``icl_<scalar>``, ``icl_gain_<mechanism>``, ``stream_*``, ``clip_rate_<guard>``. The
     whole object is checked, by-position buckets included."""
-    e, ew = run.eval, f"metrics/eval/{run.name}.json"
+    e, ew = run.eval, f"metrics/eval/{run.run}.json"
     if "icl" not in e:
         return {}
     icl_setup(run)                                  # checks icl is an object first
@@ -316,18 +380,17 @@ def icl_metrics(run: VariantRun) -> dict[str, float]:
     return m
 
 
-def summarize(runs: list[VariantRun]) -> dict[str, dict[str, float]]:
-    """The content of metrics/summary.json: ``{variant: {metric: value}, "chance": {...}}``.
-    Chance is the same for every variant (one tokenizer, one task set); the first
-    variant's is kept."""
-    summary: dict[str, dict[str, float]] = {}
+def summarize(runs: list[VariantRun]
+              ) -> tuple[dict[str, dict[int, dict[str, float]]], dict[str, float]]:
+    """``({variant: {seed: {metric: value}}}, chance)``, every run checked. Chance is the
+    same for every run (one tokenizer, one task set); the first run's is kept."""
+    per_seed: dict[str, dict[int, dict[str, float]]] = {}
     chance: dict[str, float] = {}
     for run in runs:
-        summary[run.name], c = variant_metrics(run)
+        per_seed.setdefault(run.name, {})[run.seed], c = variant_metrics(run)
         for key, value in c.items():
             chance.setdefault(key, value)
-    summary["chance"] = chance
-    return summary
+    return per_seed, chance
 
 
 ZS_METRICS = ("acc_norm", "acc", "word_perplexity", "byte_perplexity", "bits_per_byte",

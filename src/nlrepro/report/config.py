@@ -21,7 +21,9 @@ class ReportConfig:
 @dataclass(frozen=True)
 class GateRule:
     """How one metric may move before the gate fails: ``better`` says which way is an
-    improvement; a change the other way is allowed up to max(abs, rel * |baseline|)."""
+    improvement; a change the other way is allowed up to max(abs, rel * |baseline|), the
+    allowance of one run against one run (calibrated on measured noise; with several
+    seeds on both sides the gate scales it and adds a Welch t-test, report/gate.py)."""
 
     better: Literal["lower", "higher"]
     abs: float = field(default=0.0, metadata=rng(0.0, None))
@@ -43,6 +45,8 @@ class GateConfig:
     # name wins over a pattern; patterns are tried in the order written. Metrics with no
     # rule (timings, for instance) are listed but never fail the gate.
     rules: dict[str, GateRule] = field(default_factory=dict)
+    # Level of the one-sided Welch t-test applied when both sides have several seeds.
+    alpha: float = field(default=0.05, metadata=rng(1e-6, 0.5))
 
     def validate(self, path: str) -> None:
         if not self.file:

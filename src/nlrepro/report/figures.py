@@ -8,7 +8,12 @@
 * ``scores.png``       - accuracy of every task as grouped bars, a black line at chance;
 * ``long_context.png`` - passkey retrieval by prompt length, and by length x depth;
 * ``icl_by_position.png`` - validation loss by token position with the in-context updates
-                         on (solid) and off (dashed).
+                         on (solid) and off (dashed);
+* ``seeds.png``        - the headline metrics seed by seed (points) with the mean and its
+                         95% Student-t interval (black), per variant.
+
+With several seeds the curves are the mean over seeds (``collect.average_runs``); the
+spread is in ``seeds.png`` and in the report's tables.
 
 PNG metadata is fixed so the same inputs give the same bytes.
 """
@@ -23,6 +28,7 @@ from matplotlib.figure import Figure
 from nlrepro.io import atomic_path
 from nlrepro.report.collect import (DISPLAY, VariantRun, icl_by_position, passkey_by_length,
                                     passkey_grid, zero_shot_label)
+from nlrepro.report.seeds import FIGURE_METRICS
 
 # Vega-Lite's default palette in the order it assigns it (series sorted by name), so the
 # PNGs and the `dvc plots show` page colour each variant alike.
@@ -184,13 +190,51 @@ def icl_figure(runs: list[VariantRun]) -> Figure:
     return fig
 
 
+def seeds_figure(aggregated: dict, variants: list[str]) -> Figure:
+    """One panel per headline metric: every seed as a point, the mean with its 95%
+    Student-t interval as a black bar (the mean alone with one seed)."""
+    metrics = [(m, label) for m, label in FIGURE_METRICS
+               if any(m in aggregated[v] for v in variants)]
+    fig = Figure(figsize=(3.3 * max(len(metrics), 1), 3.8), layout="constrained")
+    axes = fig.subplots(1, max(len(metrics), 1), squeeze=False)[0]
+    for ax, (metric, label) in zip(axes, metrics):
+        for i, v in enumerate(variants):
+            stat = aggregated[v].get(metric)
+            if stat is None:
+                continue
+            seeds = sorted(int(k[4:]) for k in stat if k.startswith("seed"))
+            offsets = [0.0] if len(seeds) == 1 else [
+                -0.15 + 0.3 * j / (len(seeds) - 1) for j in range(len(seeds))]
+            ax.scatter([i + o for o in offsets], [stat[f"seed{s}"] for s in seeds],
+                       color=_color(v), s=22, zorder=3)
+            if "ci95_low" in stat:
+                ax.errorbar([i + 0.3], [stat["mean"]], yerr=[[stat["mean"] - stat["ci95_low"]],
+                            [stat["ci95_high"] - stat["mean"]]], color="black", capsize=4,
+                            marker="_", ms=12, lw=1.3)
+            else:
+                ax.plot([i + 0.3], [stat["mean"]], color="black", marker="_", ms=12)
+        ax.set_xticks(range(len(variants)), [DISPLAY.get(v, v) for v in variants], fontsize=8)
+        ax.set_xlim(-0.5, len(variants) - 0.3)
+        ax.set_title(label, fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    n = aggregated.get("seeds", {}).get("n", 1)
+    fig.suptitle(f"{n} seed{'s' if n != 1 else ''} per variant: points = seeds, black = mean"
+                 + (" and 95% Student-t interval" if n > 1 else " (one seed: no interval)"),
+                 fontsize=10)
+    return fig
+
+
 # File name (without .png) -> title, in the order report.md shows them.
 FIGURES = {"loss": "Loss curves", "teach": "Teach scale and memory update norms",
            "scores": "Scores with chance", "long_context": "Long-context accuracy",
-           "icl_by_position": "In-context learning: loss by position, updates on / off"}
+           "icl_by_position": "In-context learning: loss by position, updates on / off",
+           "seeds": "Seeds: every seed, the mean and its interval"}
 
 
-def write_figures(runs: list[VariantRun], summary: dict, out_dir: Path, dpi: int) -> list[Path]:
+def write_figures(runs: list[VariantRun], summary: dict, out_dir: Path, dpi: int,
+                  aggregated: dict) -> list[Path]:
+    """``runs``: one per variant (the mean over seeds); ``summary``: the flat means;
+    ``aggregated``: metrics/summary.json (per seed)."""
     variants = [r.name for r in runs]
     figures = {
         "loss": loss_figure(runs),
@@ -198,6 +242,7 @@ def write_figures(runs: list[VariantRun], summary: dict, out_dir: Path, dpi: int
         "scores": scores_figure(summary, variants),
         "long_context": long_context_figure(runs, summary["chance"].get("passkey_acc")),
         "icl_by_position": icl_figure(runs),
+        "seeds": seeds_figure(aggregated, variants),
     }
     paths = []
     for name, fig in figures.items():

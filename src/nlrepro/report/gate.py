@@ -9,9 +9,26 @@ metric by the rule params.yaml ``gate.rules`` gives its name::
     PYTHONPATH=src python -m nlrepro.report.gate --baseline main
     PYTHONPATH=src python -m nlrepro.report.gate --baseline main --target exp-1a2b3
 
-A rule ``{better: lower|higher, abs, rel}`` allows a move the wrong way of up to
-``max(abs, rel * |baseline|)``. Exit status: 0 passed, 1 a gated metric regressed (or
-went missing, or is not finite), 2 bad input (unknown revision, no metrics file ...).
+Each metric ``<variant>.<metric>`` is judged on its mean over seeds
+(``hope.val_loss.mean`` in metrics/summary.json; the per-seed values are
+``hope.val_loss.seed<k>``). A rule ``{better: lower|higher, abs, rel}`` gives the
+*allowance* ``max(abs, rel * |baseline|)``: how far one run may move the wrong way
+through noise alone. The defaults are calibrated on measured seed-to-seed and
+machine-to-machine spread (docs/REPORT.md, "Noise"), so a rerun on another x86 CPU
+passes. Then:
+
+* one seed on either side: a metric regressed when it moved the wrong way by more than
+  the allowance;
+* several seeds on both sides (``n_b``, ``n_c``): the allowance shrinks as the noise of a
+  difference of means does, to ``allowance * sqrt((1/n_b + 1/n_c) / 2)``, and the move
+  must also be significant by a one-sided Welch t-test at ``gate.alpha`` (the two sides'
+  spreads may differ, e.g. a change that destabilises training widens them; the seeds
+  are not paired because another CPU or another code path decorrelates seed k on one side
+  from seed k on the other).
+
+Exit status: 0 passed, 1 a gated metric regressed (or went missing, or is not finite), 2
+bad input (unknown revision, no metrics file ...). Summaries written before seeds were an
+axis (``hope.val_loss`` a plain number) are read as one seed.
 """
 from __future__ import annotations
 
@@ -27,12 +44,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from scipy.stats import ttest_ind
+
 from nlrepro.config import load_params
 from nlrepro.errors import NLReproError, cli_main
 from nlrepro.report.config import GateRule
 
 SKIP_PREFIXES = ("chance.",)  # what a uniform guess scores is a reference, not a result
+# Derived numbers of metrics/summary.json: listed with --all, never judged themselves.
+DERIVED_PREFIXES = ("paired.", "seeds.")
 FAILING = ("REGRESSED", "MISSING", "NOT FINITE")
+DEFAULT_ALPHA = 0.05
 
 
 @dataclass(frozen=True)
@@ -44,6 +66,8 @@ class Verdict:
     status: str            # ok | improved | REGRESSED | MISSING | NOT FINITE | new | not gated
     worse_by: Optional[float] = None
     allowed: Optional[float] = None
+    seeds: tuple[int, int] = (1, 1)   # samples on the (baseline, current) side
+    p_value: Optional[float] = None   # one-sided Welch test, several seeds on both sides
 
     @property
     def failed(self) -> bool:
@@ -54,6 +78,7 @@ def find_rule(key: str, rules: dict[str, GateRule]) -> Optional[GateRule]:
     """The rule of ``hope.val_loss``: an exact entry for the full key or for the metric
     name (``val_loss``) first, then the first pattern, in the order written, that matches
     either."""
+    key = key.removesuffix(".mean")
     name = key.split(".", 1)[1] if "." in key else key
     for candidate in (key, name):
         if candidate in rules:
@@ -70,39 +95,91 @@ def _number(value) -> Optional[float]:
     return float(value)
 
 
+def welch_p_worse(base: list[float], cur: list[float], better: str) -> float:
+    """One-sided p-value of "the current mean is worse than the baseline mean" by Welch's
+    t-test (SciPy). Two sides without spread (a deterministic rerun) give 0 for any move
+    the wrong way and 1 otherwise."""
+    alternative = "greater" if better == "lower" else "less"   # of mean(cur) - mean(base)
+    moved = math.fsum(cur) / len(cur) - math.fsum(base) / len(base)
+    if max(cur) == min(cur) and max(base) == min(base):
+        worse = moved > 0 if better == "lower" else moved < 0
+        return 0.0 if worse else 1.0
+    return float(ttest_ind(cur, base, equal_var=False, alternative=alternative).pvalue)
+
+
 def judge(key: str, baseline: Optional[float], current: Optional[float],
-          rule: Optional[GateRule]) -> Verdict:
+          rule: Optional[GateRule], base_seeds: tuple[float, ...] = (),
+          cur_seeds: tuple[float, ...] = (), alpha: float = DEFAULT_ALPHA) -> Verdict:
+    """The verdict on one metric's mean; ``base_seeds`` / ``cur_seeds`` are the per-seed
+    values behind each mean (empty: one run)."""
+    seeds = (max(len(base_seeds), 1), max(len(cur_seeds), 1))
     if rule is None:
-        return Verdict(key, baseline, current, None, "not gated")
+        return Verdict(key, baseline, current, None, "not gated", seeds=seeds)
     if current is None:
-        return Verdict(key, baseline, None, rule, "MISSING" if baseline is not None else "not gated")
+        return Verdict(key, baseline, None, rule,
+                       "MISSING" if baseline is not None else "not gated", seeds=seeds)
     if not math.isfinite(current):
-        return Verdict(key, baseline, current, rule, "NOT FINITE")
+        return Verdict(key, baseline, current, rule, "NOT FINITE", seeds=seeds)
     if baseline is None or not math.isfinite(baseline):
-        return Verdict(key, baseline, current, rule, "new")
+        return Verdict(key, baseline, current, rule, "new", seeds=seeds)
     worse = (current - baseline) if rule.better == "lower" else (baseline - current)
     allowed = rule.allowed(baseline)
+    p_value = None
+    several = min(seeds) >= 2 and all(math.isfinite(x) for x in (*base_seeds, *cur_seeds))
+    if several:
+        allowed *= math.sqrt((1 / seeds[0] + 1 / seeds[1]) / 2)
+        p_value = welch_p_worse(list(base_seeds), list(cur_seeds), rule.better)
     # Float noise in a copied number must not count as a move.
     slack = 1e-12 * max(1.0, abs(baseline))
-    if worse > allowed + slack:
+    if worse > allowed + slack and (p_value is None or p_value < alpha):
         status = "REGRESSED"
     elif worse < -slack:
         status = "improved"
     else:
         status = "ok"
-    return Verdict(key, baseline, current, rule, status, worse, allowed)
+    return Verdict(key, baseline, current, rule, status, worse, allowed, seeds, p_value)
 
 
-def compare(diff: dict[str, dict], rules: dict[str, GateRule]) -> list[Verdict]:
-    """Verdicts for one file's part of ``dvc metrics diff --json --all``:
-    ``{key: {"old": x, "new": y, ...}}``."""
-    verdicts = []
-    for key in sorted(diff):
-        if key.startswith(SKIP_PREFIXES):
+def _metric_groups(diff: dict[str, dict]) -> dict[str, dict[str, dict]]:
+    """``{"hope.val_loss": {"mean": entry, "seed0": entry, ...}}`` from the flattened keys
+    of metrics/summary.json; a plain ``hope.val_loss`` number (a summary written before
+    seeds were an axis) is its own mean."""
+    groups: dict[str, dict[str, dict]] = {}
+    for key, entry in diff.items():
+        if key.startswith(SKIP_PREFIXES + DERIVED_PREFIXES):
             continue
+        entry = entry if isinstance(entry, dict) else {}
+        parts = key.split(".")
+        metric, stat = (".".join(parts[:2]), parts[2]) if len(parts) == 3 else (key, "mean")
+        slot = groups.setdefault(metric, {}).setdefault(stat, {})
+        for side in ("old", "new"):   # an old flat number and a new mean meet here
+            if _number(entry.get(side)) is not None:
+                slot[side] = entry[side]
+    return groups
+
+
+def _seed_values(stats: dict[str, dict], side: str) -> tuple[float, ...]:
+    values = [_number(e.get(side)) for k, e in sorted(stats.items()) if k.startswith("seed")]
+    values = [v for v in values if v is not None]
+    return tuple(values) if len(values) >= 2 else ()
+
+
+def compare(diff: dict[str, dict], rules: dict[str, GateRule],
+            alpha: float = DEFAULT_ALPHA) -> list[Verdict]:
+    """Verdicts for one file's part of ``dvc metrics diff --json --all``:
+    ``{key: {"old": x, "new": y, ...}}``, one per metric mean (``hope.val_loss``); the
+    derived ``paired.*`` and ``seeds.*`` numbers are listed as not gated."""
+    verdicts = []
+    for metric, stats in sorted(_metric_groups(diff).items()):
+        if "mean" not in stats:
+            continue
+        mean = stats["mean"]
+        verdicts.append(judge(metric, _number(mean.get("old")), _number(mean.get("new")),
+                              find_rule(metric, rules), _seed_values(stats, "old"),
+                              _seed_values(stats, "new"), alpha))
+    for key in sorted(k for k in diff if k.startswith(DERIVED_PREFIXES)):
         entry = diff[key] if isinstance(diff[key], dict) else {}
-        verdicts.append(judge(key, _number(entry.get("old")), _number(entry.get("new")),
-                              find_rule(key, rules)))
+        verdicts.append(judge(key, _number(entry.get("old")), _number(entry.get("new")), None))
     return verdicts
 
 
@@ -150,13 +227,16 @@ def _rule_text(v: Verdict) -> str:
     parts = [f"{v.rule.better} is better"]
     if v.allowed is not None:
         parts.append(f"allow {_fmt(v.allowed)}")
+    if v.p_value is not None:
+        parts.append(f"Welch p {v.p_value:.3g}")
     return ", ".join(parts)
 
 
 def table(verdicts: list[Verdict], markdown: bool = False) -> str:
-    header = ["metric", "baseline", "current", "worse by", "rule", "status"]
+    header = ["metric", "baseline", "current", "worse by", "seeds", "rule", "status"]
     rows = [[v.key, _fmt(v.baseline), _fmt(v.current),
-             _fmt(v.worse_by) if v.worse_by is not None else "-", _rule_text(v), v.status]
+             _fmt(v.worse_by) if v.worse_by is not None else "-", f"{v.seeds[0]}/{v.seeds[1]}",
+             _rule_text(v), v.status]
             for v in verdicts]
     if markdown:
         out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -168,10 +248,11 @@ def table(verdicts: list[Verdict], markdown: bool = False) -> str:
 
 
 def run_gate(baseline: str, target: Optional[str], file: str, rules: dict[str, GateRule],
-             show_all: bool = False, markdown: bool = False) -> int:
+             show_all: bool = False, markdown: bool = False,
+             alpha: float = DEFAULT_ALPHA) -> int:
     """Print the verdicts and return the exit status. The table lists the gated metrics that
     moved (or failed); ``show_all`` lists every metric, unchanged and ungated ones too."""
-    verdicts = compare(dvc_metrics_diff(baseline, target, file), rules)
+    verdicts = compare(dvc_metrics_diff(baseline, target, file), rules, alpha)
     gated = [v for v in verdicts if v.rule is not None]
     moved = [v for v in gated if v.status != "ok" or v.worse_by]
     shown = verdicts if show_all else moved
@@ -204,7 +285,7 @@ def main(argv: list[str]) -> int:
     args = ap.parse_args(argv)
     cfg = load_params().gate
     return run_gate(args.baseline or cfg.baseline, args.target, args.file or cfg.file,
-                    cfg.rules, args.all, args.md)
+                    cfg.rules, args.all, args.md, cfg.alpha)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from pathlib import Path
 from nlrepro.io import atomic_path
 from nlrepro.report.collect import DISPLAY, VariantRun, icl_by_position, passkey_by_length
 from nlrepro.report.figures import score_columns
+from nlrepro.report.seeds import FIGURE_METRICS
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
@@ -32,7 +33,25 @@ def _curve_rows(run: VariantRun, log_kind: str, key: str, series: str, kind: str
     return [[s, series, kind, v] for s, v in zip(*run.curve(log_kind, key))]
 
 
-def write_plot_data(runs: list[VariantRun], summary: dict, out_dir: Path) -> list[Path]:
+def seed_rows(aggregated: dict, variants: list[str], names: dict[str, str]) -> list[list]:
+    """``seeds.csv``: one row per (headline metric, variant, seed) with the mean and its
+    95% interval repeated (empty with one seed)."""
+    rows = []
+    for metric, _ in FIGURE_METRICS:
+        for v in variants:
+            stat = aggregated[v].get(metric)
+            if stat is None:
+                continue
+            for key in sorted((k for k in stat if k.startswith("seed")), key=lambda k: int(k[4:])):
+                rows.append([metric, names[v], int(key[4:]), stat[key], stat["mean"],
+                             stat.get("ci95_low", math.nan), stat.get("ci95_high", math.nan)])
+    return rows
+
+
+def write_plot_data(runs: list[VariantRun], summary: dict, out_dir: Path,
+                    aggregated: dict) -> list[Path]:
+    """``runs``: one per variant (the mean over seeds); ``summary``: the flat means;
+    ``aggregated``: metrics/summary.json."""
     variants = [r.name for r in runs]
     names = {r.name: DISPLAY.get(r.name, r.name) for r in runs}
     tables: dict[str, tuple[list[str], list[list]]] = {}
@@ -69,6 +88,9 @@ def write_plot_data(runs: list[VariantRun], summary: dict, out_dir: Path) -> lis
         [pos, names[run.name], kind, loss] for run in runs
         for kind, (mids, losses) in icl_by_position(run).items()
         for pos, loss in zip(mids, losses)])
+
+    tables["seeds"] = (["metric", "series", "seed", "value", "mean", "ci95_low", "ci95_high"],
+                       seed_rows(aggregated, variants, names))
 
     paths = []
     for name, (header, rows) in tables.items():

@@ -11,6 +11,7 @@ from typing import Any
 
 from nlrepro.report.collect import DISPLAY, IclSetup, zero_shot_label
 from nlrepro.report.figures import FIGURES
+from nlrepro.report.seeds import HEADLINE, lower_is_better, t_quantile
 
 # (summary name, row label, format). Format "g3" = 3 significant digits, "si" = 1.33M,
 # "pct" = a share as a percentage, "yesno" = a 1/0 flag.
@@ -60,17 +61,107 @@ def fmt(value: Any, style: str) -> str:
 
 
 def _rows(summary: dict, variants: list[str], rows: list[tuple[str, str, str]],
-          chance: bool = True) -> list[str]:
+          chance: bool = True, spread: dict | None = None) -> list[str]:
+    """One row per metric the summary has; ``spread`` ({variant: {metric: sd}}) adds
+    ``± sd`` to a cell whose metric was measured over several seeds."""
     out = []
     for key, label, style in rows:
         if not any(key in summary[v] for v in variants):
             continue
-        cells = [fmt(summary[v].get(key), style) for v in variants]
+        cells = [fmt(summary[v].get(key), style) + _pm((spread or {}).get(v, {}).get(key), style)
+                 for v in variants]
         if chance:
             c = summary["chance"].get(key)
             cells.append(fmt(c, "g3") if c is not None else "")
         out.append(f"| {label} | " + " | ".join(cells) + " |")
     return out
+
+
+def _pm(sd: float | None, style: str) -> str:
+    if sd is None or not math.isfinite(sd) or style in ("int", "si", "yesno"):
+        return ""
+    return f" ± {fmt(sd, style)}"
+
+
+def _seed_list(seeds: list[int]) -> str:
+    return ", ".join(str(s) for s in seeds)
+
+
+def headline_rows(aggregated: dict, variants: list[str]) -> list[tuple[str, str]]:
+    """(metric, label) of the seed tables: the headline metrics any variant has, then the
+    zero-shot accuracies."""
+    rows = [(m, label) for m, label in HEADLINE if any(m in aggregated[v] for v in variants)]
+    zs = sorted({k for v in variants for k in aggregated[v]
+                 if k.startswith("zs_") and k.endswith(("_acc", "_acc_norm"))})
+    return rows + [(k, zero_shot_label(k)) for k in zs]
+
+
+def _interval(stat: dict, digits: int = 3) -> str:
+    if "ci95_low" not in stat:
+        return "none (1 seed)"
+    return f"[{stat['ci95_low']:+.{digits}f}, {stat['ci95_high']:+.{digits}f}]"
+
+
+def _verdict(metric: str, stat: dict) -> str:
+    """Whether the paired interval excludes 0, and on which side."""
+    if "ci95_low" not in stat:
+        return "no interval"
+    lo, hi = stat["ci95_low"], stat["ci95_high"]
+    if lo <= 0 <= hi or not (math.isfinite(lo) and math.isfinite(hi)):
+        return "not resolved"
+    better = (hi < 0) if lower_is_better(metric) else (lo > 0)
+    return "better" if better else "worse"
+
+
+def seeds_section(aggregated: dict, variants: list[str], reference: str) -> list[str]:
+    """Every seed, the mean, sd and 95% Student-t interval of the headline metrics, and
+    each variant's paired difference against the reference variant."""
+    seeds = sorted({int(k[4:]) for v in variants for stat in aggregated[v].values()
+                    for k in stat if k.startswith("seed")})
+    n = len(seeds)
+    lines = ["", "## Seeds and intervals", ""]
+    if n < 2:
+        lines += [f"One training seed ({_seed_list(seeds)}): no interval exists, and a "
+                  "difference between variants cannot be told from seed-to-seed or "
+                  "machine-to-machine noise (docs/REPORT.md, \"Noise\"). "
+                  "`dvc exp run -S 'train.seeds=[0,1,2]'` adds seeds and reruns only their "
+                  "stages.", ""]
+    else:
+        lines += [f"Training seeds {_seed_list(seeds)} (model init and data order; the data "
+                  f"and the evaluation items are the same for every seed). Interval: 95% "
+                  f"Student t over the seeds, mean ± {t_quantile(n):.2f} sd / sqrt({n}).", ""]
+    lines += ["| metric | variant | mean | sd | 95% interval | "
+              + " | ".join(f"seed {s}" for s in seeds) + " |",
+              "|---|---|---:|---:|---:|" + "---:|" * n]
+    rows = headline_rows(aggregated, variants)
+    for metric, label in rows:
+        for v in variants:
+            stat = aggregated[v].get(metric)
+            if stat is None:
+                continue
+            sd = f"{stat['std']:.3f}" if "std" in stat else ""
+            per = [f"{stat[f'seed{s}']:.3f}" if f"seed{s}" in stat else "" for s in seeds]
+            lines.append(f"| {label} | {DISPLAY.get(v, v)} | {stat['mean']:.3f} | {sd} | "
+                         f"{_interval(stat)} | " + " | ".join(per) + " |")
+    paired = aggregated.get("paired", {})
+    if not paired:
+        return lines
+    ref = DISPLAY.get(reference, reference)
+    lines += ["", f"### Paired differences against {ref}", "",
+              f"Variant minus {ref}, seed by seed (the same seed and evaluation items on both "
+              "sides); *wins*: seeds in which the variant is better. *better* / *worse*: "
+              "the 95% interval excludes 0; *not resolved*: it does not.", "",
+              "| metric | variant | mean difference | 95% interval | wins | verdict |",
+              "|---|---|---:|---:|---:|---|"]
+    for metric, label in rows:
+        for v in variants:
+            stat = paired.get(v, {}).get(metric)
+            if stat is None:
+                continue
+            lines.append(f"| {label} | {DISPLAY.get(v, v)} - {ref} | {stat['mean']:+.3f} | "
+                         f"{_interval(stat)} | {stat['wins']:.0f}/{stat['n']:.0f} | "
+                         f"{_verdict(metric, stat)} |")
+    return lines
 
 
 ICL_ROWS = [
@@ -169,18 +260,29 @@ def icl_section(summary: dict, variants: list[str], setups: dict[str, IclSetup])
 
 
 def render(summary: dict, variants: list[str], reference: str, lineage: dict[str, Any],
-           icl: dict[str, IclSetup] | None = None) -> str:
-    """The whole report.md: main table, long-context table, in-context learning, figures,
-    provenance. Without ``icl`` (variant -> IclSetup) that section is left out."""
+           icl: dict[str, IclSetup] | None = None, aggregated: dict | None = None) -> str:
+    """The whole report.md: main table, seeds and paired differences, long-context table,
+    in-context learning, figures, provenance. ``summary`` is the flat view (the mean over
+    seeds); ``aggregated`` is metrics/summary.json (per seed, sd, intervals; without it the
+    seeds section is left out). Without ``icl`` (variant -> IclSetup) that section is left
+    out."""
+    n = (aggregated or {}).get("seeds", {}).get("n", 1)
+    spread = ({v: {m: s["std"] for m, s in aggregated[v].items() if "std" in s}
+               for v in variants} if aggregated else None)
     lines = ["# " + " vs ".join(DISPLAY.get(v, v) for v in variants), "",
              "Written by the `report` stage (`dvc repro report`) from metrics/train/* and "
              "metrics/eval/*; numbers also in `metrics/summary.json`. *chance* is what a "
              "uniform guess scores on the same metric (perplexity: the vocabulary size).", ""]
     lines += ["## Training and held-out evaluation", ""]
+    lines += [f"Mean ± sd over {n} training seeds (intervals in \"Seeds and intervals\")."
+              if n > 1 else "One training seed: single values, no spread (see \"Seeds and "
+              "intervals\").", ""]
     lines += _header("metric", variants)
-    lines += _rows(summary, variants, TRAINING_ROWS)
+    lines += _rows(summary, variants, TRAINING_ROWS, spread=spread)
     lines += throughput_rows(summary, variants, reference)
-    lines += _rows(summary, variants, OFFLINE_ROWS)
+    lines += _rows(summary, variants, OFFLINE_ROWS, spread=spread)
+    if aggregated is not None:
+        lines += seeds_section(aggregated, variants, reference)
     zs = _zero_shot_rows(summary, variants)
     lines += ["", "## Zero-shot tasks", ""]
     if zs:

@@ -18,7 +18,7 @@ def run_name(variant: str, seed: int) -> str:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    # Model variants to train, one `train@<variant>` stage each.
+    # Model variants to train, one `train@<variant>-<seed>` stage per seed.
     variants: tuple[Literal["transformer", "titan", "hope"], ...] = VARIANTS
     # Training seeds, one train and one evaluate stage per (variant, seed): model init and
     # data order follow the seed (the data stages keep the top-level seed).

@@ -36,7 +36,7 @@ class RunSpec:
     grad_clip: float | None           # clip.grad_norm (None = off)
     seed: int
     config: dict                      # everything that defines the run (hashed into checkpoints)
-    out_dir: Path                     # metrics/train/<variant>: DVCLive + log.jsonl
+    out_dir: Path                     # metrics/train/<run>: DVCLive + log.jsonl
     ckpt_path: Path                   # resumable checkpoint (not a DVC output)
     final_path: Path                  # final weights for evaluation (a DVC output)
     extra: dict = field(default_factory=dict)  # lineage stored in checkpoints
