@@ -111,14 +111,16 @@ def test_three_seed_tables_in_the_report(seeded):
     section = md.split("## Seeds and intervals\n", 1)[1].split("\n## ", 1)[0]
     assert "mean ± 4.30 sd / sqrt(3)" in section
     half = t_975_df2() * 0.125 / math.sqrt(3)
-    assert (f"| val loss (nats/token) | HOPE | 4.375 | 0.125 | [{4.375 - half:+.3f}, "
-            f"{4.375 + half:+.3f}] | 4.250 | 4.375 | 4.500 |") in section
+    assert (f"| val loss (nats/token) | HOPE | 4.375 | 0.125 | [{4.375 - half:.3f}, "
+            f"{4.375 + half:.3f}] | 4.250 | 4.375 | 4.500 |") in section
     paired = section.split("### Paired differences against Transformer++", 1)[1]
     row = next(l for l in paired.splitlines() if l.startswith("| val loss (nats/token) | HOPE"))
     assert row.endswith("| 3/3 | better |"), row        # interval below 0
     row = next(l for l in paired.splitlines()
                if l.startswith("| real-vs-distractor acc_norm | TITAN"))
-    assert "| +0.000 |" in row and row.endswith("| 0/3 | not resolved |"), row
+    assert "| +0.000 |" in row and row.endswith("| 0/3 | tie |"), row
+    row = next(l for l in paired.splitlines() if l.startswith("| real-vs-distractor acc_norm"))
+    assert row.endswith("| 0/3 | tie |"), row
 
 
 def test_seed_plot_table_and_curves_averaged_over_seeds(seeded):

@@ -96,10 +96,19 @@ def headline_rows(aggregated: dict, variants: list[str]) -> list[tuple[str, str]
     return rows + [(k, zero_shot_label(k)) for k in zs]
 
 
-def _interval(stat: dict, digits: int = 3) -> str:
+def _perplexity(metric: str) -> bool:
+    return "ppl" in metric or "perplexity" in metric
+
+
+def _num(x: float, signed: bool = False, big: bool = False) -> str:
+    """3 decimals, 1 for perplexity-sized numbers; ``+`` on differences."""
+    return f"{x:{'+' if signed else ''}.{1 if big else 3}f}"
+
+
+def _interval(stat: dict, signed: bool = False, big: bool = False) -> str:
     if "ci95_low" not in stat:
         return "none (1 seed)"
-    return f"[{stat['ci95_low']:+.{digits}f}, {stat['ci95_high']:+.{digits}f}]"
+    return f"[{_num(stat['ci95_low'], signed, big)}, {_num(stat['ci95_high'], signed, big)}]"
 
 
 def _verdict(metric: str, stat: dict) -> str:
@@ -107,7 +116,11 @@ def _verdict(metric: str, stat: dict) -> str:
     if "ci95_low" not in stat:
         return "no interval"
     lo, hi = stat["ci95_low"], stat["ci95_high"]
-    if lo <= 0 <= hi or not (math.isfinite(lo) and math.isfinite(hi)):
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return "not resolved"
+    if lo == hi == 0:
+        return "tie"
+    if lo <= 0 <= hi:
         return "not resolved"
     better = (hi < 0) if lower_is_better(metric) else (lo > 0)
     return "better" if better else "worse"
@@ -135,14 +148,15 @@ def seeds_section(aggregated: dict, variants: list[str], reference: str) -> list
               "|---|---|---:|---:|---:|" + "---:|" * n]
     rows = headline_rows(aggregated, variants)
     for metric, label in rows:
+        big = _perplexity(metric)
         for v in variants:
             stat = aggregated[v].get(metric)
             if stat is None:
                 continue
-            sd = f"{stat['std']:.3f}" if "std" in stat else ""
-            per = [f"{stat[f'seed{s}']:.3f}" if f"seed{s}" in stat else "" for s in seeds]
-            lines.append(f"| {label} | {DISPLAY.get(v, v)} | {stat['mean']:.3f} | {sd} | "
-                         f"{_interval(stat)} | " + " | ".join(per) + " |")
+            sd = _num(stat["std"], big=big) if "std" in stat else ""
+            per = [_num(stat[f"seed{s}"], big=big) if f"seed{s}" in stat else "" for s in seeds]
+            lines.append(f"| {label} | {DISPLAY.get(v, v)} | {_num(stat['mean'], big=big)} | "
+                         f"{sd} | {_interval(stat, big=big)} | " + " | ".join(per) + " |")
     paired = aggregated.get("paired", {})
     if not paired:
         return lines
@@ -150,7 +164,8 @@ def seeds_section(aggregated: dict, variants: list[str], reference: str) -> list
     lines += ["", f"### Paired differences against {ref}", "",
               f"Variant minus {ref}, seed by seed (the same seed and evaluation items on both "
               "sides); *wins*: seeds in which the variant is better. *better* / *worse*: "
-              "the 95% interval excludes 0; *not resolved*: it does not.", "",
+              "the 95% interval excludes 0; *not resolved*: it does not; *tie*: every "
+              "difference is 0.", "",
               "| metric | variant | mean difference | 95% interval | wins | verdict |",
               "|---|---|---:|---:|---:|---|"]
     for metric, label in rows:
@@ -158,9 +173,10 @@ def seeds_section(aggregated: dict, variants: list[str], reference: str) -> list
             stat = paired.get(v, {}).get(metric)
             if stat is None:
                 continue
-            lines.append(f"| {label} | {DISPLAY.get(v, v)} - {ref} | {stat['mean']:+.3f} | "
-                         f"{_interval(stat)} | {stat['wins']:.0f}/{stat['n']:.0f} | "
-                         f"{_verdict(metric, stat)} |")
+            big = _perplexity(metric)
+            lines.append(f"| {label} | {DISPLAY.get(v, v)} - {ref} | "
+                         f"{_num(stat['mean'], True, big)} | {_interval(stat, True, big)} | "
+                         f"{stat['wins']:.0f}/{stat['n']:.0f} | {_verdict(metric, stat)} |")
     return lines
 
 
