@@ -236,14 +236,14 @@ def test_compare_reads_the_seeded_summary_and_an_old_flat_baseline():
             "titan.val_loss": {"old": 5.2},
             "titan.val_loss.mean": {"new": 5.21},
             "titan.val_loss.seed0": {"new": 5.21},
-            "paired.hope.val_loss.mean": {"old": -0.1, "new": 0.3},
+            "paired.hope-transformer.val_loss.mean": {"old": -0.1, "new": 0.3},
             "seeds.n": {"old": 3, "new": 3},
             "chance.val_loss": {"old": 8.3, "new": 8.3}}
     verdicts = {v.key: v for v in compare(diff, {"val_loss": SEED_RULE})}
-    assert set(verdicts) == {"hope.val_loss", "titan.val_loss", "paired.hope.val_loss.mean",
+    assert set(verdicts) == {"hope.val_loss", "titan.val_loss", "paired.hope-transformer.val_loss.mean",
                              "seeds.n"}
     assert verdicts["hope.val_loss"].seeds == (3, 3)
     assert verdicts["hope.val_loss"].status == "REGRESSED"
     titan = verdicts["titan.val_loss"]
     assert (titan.baseline, titan.current, titan.seeds, titan.status) == (5.2, 5.21, (1, 1), "ok")
-    assert verdicts["paired.hope.val_loss.mean"].status == "not gated"
+    assert verdicts["paired.hope-transformer.val_loss.mean"].status == "not gated"

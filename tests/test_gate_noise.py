@@ -13,7 +13,7 @@ from nlrepro.report.noise import noise_table, per_seed
 
 def seeded(values: dict[str, dict[str, list[float]]]) -> dict:
     return {"seeds": {"n": 3}, "chance": {"val_loss": 8.3},
-            "paired": {"hope": {"val_loss": {"mean": -0.1, "diff_seed0": -0.1}}},
+            "paired": {"hope-titan": {"val_loss": {"mean": -0.1, "diff_seed0": -0.1}}},
             **{v: {m: {"mean": sum(xs) / len(xs), **{f"seed{k}": x for k, x in enumerate(xs)}}
                    for m, xs in metrics.items()} for v, metrics in values.items()}}
 

@@ -186,8 +186,9 @@ def test_summary_holds_each_variants_numbers_and_chance(proj):
     # One seed: the value, its seed and n, and no spread or interval at all.
     assert raw["hope"]["val_loss"] == {"mean": 4.25, "n": 1, "seed0": 4.25}
     assert raw["seeds"] == {"n": 1}
-    assert raw["paired"]["hope"]["val_loss"] == {"mean": -0.5, "n": 1, "diff_seed0": -0.5,
-                                                 "wins": 1}
+    assert set(raw["paired"]) == {"hope-transformer", "titan-transformer", "hope-titan"}
+    assert raw["paired"]["hope-transformer"]["val_loss"] == {"mean": -0.5, "n": 1,
+                                                             "diff_seed0": -0.5, "wins": 1}
     s = flat(raw)
     hope = s["hope"]
     assert hope["val_loss"] == 4.25 and hope["params"] == 1004 and hope["steps"] == 3
@@ -304,7 +305,7 @@ def test_only_the_configured_variants_are_reported(proj):
     assert proj.run("stages.report").returncode == 0
     s = json.loads((proj.root / "metrics/summary.json").read_text())
     assert set(s) == {"hope", "transformer", "chance", "seeds", "paired"}
-    assert set(s["paired"]) == {"hope"}
+    assert set(s["paired"]) == {"hope-transformer"}
     assert "TITAN" not in (proj.root / "metrics/report.md").read_text()
 
 

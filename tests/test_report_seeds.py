@@ -10,8 +10,8 @@ import math
 import pytest
 
 from conftest import smoke_params
-from nlrepro.report.seeds import (aggregate, lower_is_better, paired_difference, seed_stats,
-                                  t_quantile)
+from nlrepro.report.seeds import (aggregate, comparisons, lower_is_better, paired_difference,
+                                  seed_stats, t_quantile)
 from test_report import GRID_HOPE, GRID_ZERO, project, write_variant  # noqa: F401 (fixture)
 
 
@@ -63,10 +63,14 @@ def test_aggregate_layout():
     assert set(out) == {"seeds", "hope", "transformer", "paired", "chance"}
     assert out["seeds"] == {"n": 2}
     assert out["hope"]["val_loss"]["seed1"] == 5.2
-    assert out["paired"]["hope"]["val_loss"]["wins"] == 2
-    assert out["paired"]["hope"]["val_loss"]["diff_seed0"] == pytest.approx(-0.3)
-    assert "transformer" not in out["paired"]
-    assert "paired" not in aggregate(per_seed, {}, "titan")          # reference not trained
+    assert list(out["paired"]) == ["hope-transformer"]
+    assert out["paired"]["hope-transformer"]["val_loss"]["wins"] == 2
+    assert out["paired"]["hope-transformer"]["val_loss"]["diff_seed0"] == pytest.approx(-0.3)
+    # Reference not trained: the pairs in variant order.
+    assert list(aggregate(per_seed, {}, "titan")["paired"]) == ["hope-transformer"]
+    assert comparisons(["hope", "titan", "transformer"], "transformer") == [
+        ("hope", "transformer"), ("titan", "transformer"), ("hope", "titan")]
+    assert comparisons(["hope", "titan"], "transformer") == [("hope", "titan")]
 
 
 # --- the report stage on three seeds --------------------------------------------------
@@ -96,12 +100,14 @@ def test_three_seeds_in_the_summary(seeded):
     assert hope["mean"] == pytest.approx(4.375) and hope["std"] == pytest.approx(sd)
     assert hope["ci95_high"] - hope["mean"] == pytest.approx(t_975_df2() * sd / math.sqrt(3))
     assert [hope[f"seed{k}"] for k in range(3)] == [4.25, 4.375, 4.5]
-    diff = s["paired"]["hope"]["val_loss"]        # hope - transformer: -0.5, -0.25, -0.5
+    diff = s["paired"]["hope-transformer"]["val_loss"]   # -0.5, -0.25, -0.5
     assert diff["mean"] == pytest.approx(-1.25 / 3) and diff["wins"] == 3 and diff["n"] == 3
-    titan = s["paired"]["titan"]["val_loss"]      # -0.25, -0.125, -0.25: better in all 3
+    titan = s["paired"]["titan-transformer"]["val_loss"]  # -0.25, -0.125, -0.25: all better
     assert titan["wins"] == 3 and titan["diff_seed1"] == pytest.approx(-0.125)
     # choice acc is the same per seed for every variant: no win, zero spread
-    assert s["paired"]["hope"]["choice_acc"]["wins"] == 0
+    assert s["paired"]["hope-transformer"]["choice_acc"]["wins"] == 0
+    hope_titan = s["paired"]["hope-titan"]["val_loss"]   # -0.25, -0.125, -0.25
+    assert hope_titan["wins"] == 3 and hope_titan["mean"] == pytest.approx(-0.625 / 3)
 
 
 def test_three_seed_tables_in_the_report(seeded):
@@ -113,14 +119,15 @@ def test_three_seed_tables_in_the_report(seeded):
     half = t_975_df2() * 0.125 / math.sqrt(3)
     assert (f"| val loss (nats/token) | HOPE | 4.375 | 0.125 | [{4.375 - half:.3f}, "
             f"{4.375 + half:.3f}] | 4.250 | 4.375 | 4.500 |") in section
-    paired = section.split("### Paired differences against Transformer++", 1)[1]
-    row = next(l for l in paired.splitlines() if l.startswith("| val loss (nats/token) | HOPE"))
+    paired = section.split("### Paired differences", 1)[1]
+    row = next(l for l in paired.splitlines()
+               if l.startswith("| val loss (nats/token) | HOPE - Transformer++"))
     assert row.endswith("| 3/3 | better |"), row        # interval below 0
     row = next(l for l in paired.splitlines()
-               if l.startswith("| real-vs-distractor acc_norm | TITAN"))
+               if l.startswith("| real-vs-distractor acc_norm | TITAN - Transformer++"))
     assert "| +0.000 |" in row and row.endswith("| 0/3 | tie |"), row
-    row = next(l for l in paired.splitlines() if l.startswith("| real-vs-distractor acc_norm"))
-    assert row.endswith("| 0/3 | tie |"), row
+    row = next(l for l in paired.splitlines() if l.startswith("| val loss (nats/token) | HOPE - TITAN"))
+    assert "| -0.208 |" in row and row.endswith("| 3/3 | better |"), row
 
 
 def test_seed_plot_table_and_curves_averaged_over_seeds(seeded):

@@ -4,9 +4,9 @@ Every number the report compares is a draw: another seed (or another CPU, whose 
 sends training down another path) gives another value. With ``n`` seeds a metric is
 summarised by its mean, the sample standard deviation ``s`` (n - 1 in the denominator)
 and the 95% Student-t interval ``mean +- t_{0.975, n-1} s / sqrt(n)``. Variants are
-compared seed by seed against the reference variant (same seed, same evaluation items):
-``d_k = x_k(variant) - x_k(reference)`` with its own mean, interval and the number of
-seeds in which the variant is better. With one seed no interval exists and none is given.
+compared seed by seed (same seed, same evaluation items), each against the reference
+variant and then pair by pair: ``d_k = x_k(a) - x_k(b)`` with its own mean, interval and
+the number of seeds in which ``a`` is better. With one seed no interval exists and none is given.
 
 The Student-t quantile comes from SciPy (``scipy.stats.t``).
 """
@@ -110,6 +110,15 @@ def paired_difference(metric: str, variant: dict[int, float],
     return Paired(seed_stats(diffs), wins)
 
 
+def comparisons(variants: list[str], reference: Optional[str]) -> list[tuple[str, str]]:
+    """The pairs ``(a, b)`` compared as ``a - b``: every variant against the reference,
+    then every other pair in ``variants`` order (with HOPE, TITAN, Transformer++ and the
+    reference Transformer++: hope-transformer, titan-transformer, hope-titan)."""
+    others = [v for v in variants if v != reference]
+    pairs = [(v, reference) for v in others] if reference in variants else []
+    return pairs + [(a, b) for i, a in enumerate(others) for b in others[i + 1:]]
+
+
 def aggregate(per_seed: dict[str, dict[int, dict[str, float]]], chance: dict[str, float],
               reference: Optional[str]) -> dict:
     """metrics/summary.json from ``{variant: {seed: {metric: value}}}``::
@@ -117,26 +126,22 @@ def aggregate(per_seed: dict[str, dict[int, dict[str, float]]], chance: dict[str
         {"seeds": {"n": 3},
          "<variant>": {"<metric>": {"mean", "n", "std", "ci95_low", "ci95_high",
                                     "seed0", "seed1", ...}},
-         "paired": {"<variant>": {"<metric>": {"mean", ..., "diff_seed0", ..., "wins"}}},
+         "paired": {"<a>-<b>": {"<metric>": {"mean", ..., "diff_seed0", ..., "wins"}}},
          "chance": {"<metric>": value}}
 
-    ``paired`` holds every variant other than ``reference`` minus the reference, seed by
-    seed (absent when the reference was not trained)."""
+    ``paired`` holds ``a - b`` seed by seed for the pairs of ``comparisons`` (each variant
+    against ``reference``, then the other pairs)."""
     seeds = sorted({s for runs in per_seed.values() for s in runs})
     out: dict = {"seeds": {"n": len(seeds)}}
-    stats: dict[str, dict[str, SeedStats]] = {}
-    for variant, runs in per_seed.items():
-        stats[variant] = {m: seed_stats(vals) for m, vals in _by_metric(runs).items()}
-        out[variant] = {m: s.as_json() for m, s in stats[variant].items()}
-    if reference in per_seed:
-        ref = _by_metric(per_seed[reference])
-        paired = {}
-        for variant, runs in per_seed.items():
-            if variant == reference:
-                continue
-            diffs = {m: paired_difference(m, vals, ref[m])
-                     for m, vals in _by_metric(runs).items() if m in ref}
-            paired[variant] = {m: p.as_json() for m, p in diffs.items() if p is not None}
+    by_metric = {v: _by_metric(runs) for v, runs in per_seed.items()}
+    for variant, metrics in by_metric.items():
+        out[variant] = {m: seed_stats(vals).as_json() for m, vals in metrics.items()}
+    paired = {}
+    for a, b in comparisons(list(per_seed), reference):
+        diffs = {m: paired_difference(m, vals, by_metric[b][m])
+                 for m, vals in by_metric[a].items() if m in by_metric[b]}
+        paired[f"{a}-{b}"] = {m: p.as_json() for m, p in diffs.items() if p is not None}
+    if paired:
         out["paired"] = paired
     out["chance"] = dict(chance)
     return out

@@ -161,20 +161,21 @@ def seeds_section(aggregated: dict, variants: list[str], reference: str) -> list
     if not paired:
         return lines
     ref = DISPLAY.get(reference, reference)
-    lines += ["", f"### Paired differences against {ref}", "",
-              f"Variant minus {ref}, seed by seed (the same seed and evaluation items on both "
-              "sides); *wins*: seeds in which the variant is better. *better* / *worse*: "
-              "the 95% interval excludes 0; *not resolved*: it does not; *tie*: every "
-              "difference is 0.", "",
-              "| metric | variant | mean difference | 95% interval | wins | verdict |",
+    lines += ["", "### Paired differences", "",
+              f"Each variant minus {ref} (the reference), then the other pairs, seed by seed "
+              "(the same seed and evaluation items on both sides); *wins*: seeds in which the "
+              "first is better. *better* / *worse*: the 95% interval excludes 0; *not "
+              "resolved*: it does not; *tie*: every difference is 0.", "",
+              "| metric | difference | mean | 95% interval | wins | verdict |",
               "|---|---|---:|---:|---:|---|"]
     for metric, label in rows:
-        for v in variants:
-            stat = paired.get(v, {}).get(metric)
+        for pair, metrics in paired.items():
+            stat = metrics.get(metric)
             if stat is None:
                 continue
+            a, b = pair.split("-", 1)
             big = _perplexity(metric)
-            lines.append(f"| {label} | {DISPLAY.get(v, v)} - {ref} | "
+            lines.append(f"| {label} | {DISPLAY.get(a, a)} - {DISPLAY.get(b, b)} | "
                          f"{_num(stat['mean'], True, big)} | {_interval(stat, True, big)} | "
                          f"{stat['wins']:.0f}/{stat['n']:.0f} | {_verdict(metric, stat)} |")
     return lines
