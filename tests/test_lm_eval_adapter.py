@@ -289,7 +289,7 @@ def _one_line_error(args: str) -> str:
 
 def test_bad_model_args_are_one_clear_line(project, monkeypatch):
     monkeypatch.chdir(project)
-    assert "checkpoint=<path to models/<variant>.pt> is required" in _one_line_error("")
+    assert "checkpoint=<path to models/<variant>-s<seed>.pt> is required" in _one_line_error("")
     assert "unknown key(s) bogus" in _one_line_error("checkpoint=models/hope-s0.pt,bogus=1")
     assert "checkpoint not found" in _one_line_error("checkpoint=models/titan-s0.pt")
     assert "unreadable checkpoint" in _one_line_error(
