@@ -79,3 +79,74 @@ def test_bare_off_read_as_false_by_yaml_still_means_off():
     assert params.train.anomaly == "off"
     with pytest.raises(ConfigError, match="train.anomaly: must be one of 'off' | 'detect'"):
         parse(Params, smoke_params(train={"anomaly": "sometimes"}))
+
+
+# --- every float finite, wherever it sits ------------------------------------------------
+
+def _float_leaves(tp, path):
+    """Dotted paths to every float of a config type: ("scalar" | "list" | "mapping", path).
+    Tagged unions (data sources) and tuples of dataclasses (CMS levels) are walked by the
+    explicit cases of the test below."""
+    import dataclasses
+    import types
+    import typing
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is float:
+        yield "scalar", path
+    elif origin in (typing.Union, types.UnionType):
+        members = [a for a in args if a is not type(None)]
+        if not (len(members) > 1 and all(dataclasses.is_dataclass(m) for m in members)):
+            for m in members:
+                yield from _float_leaves(m, path)
+    elif dataclasses.is_dataclass(tp):
+        hints = typing.get_type_hints(tp)
+        for f in dataclasses.fields(tp):
+            yield from _float_leaves(hints[f.name], path + [f.name])
+    elif origin is tuple and args and args[0] is float:
+        yield "list", path
+    elif origin is dict and args[1] is float:
+        yield "mapping", path
+
+
+def _set(raw: dict, path: list, value) -> dict:
+    node = raw
+    for key in path[:-1]:
+        node = node.setdefault(key, {})
+    node[path[-1]] = value
+    return raw
+
+
+NAN = float("nan")
+
+
+def test_every_float_field_rejects_nan_and_infinity():
+    from nlrepro.model.config import ModelConfig
+    leaves = list(_float_leaves(Params, []))
+    leaves += [(kind, ["model"] + p) for kind, p in _float_leaves(ModelConfig, [])]
+    leaves += [("scalar", ["data", "sources", "shakespeare", "weight"]),
+               ("scalar", ["model", "cms", "levels", 0, "lr"])]
+    assert len(leaves) >= 25, leaves                 # the walk found the config's floats
+    for kind, path in leaves:
+        for bad in (NAN, float("inf")):
+            value = {"scalar": bad, "list": [bad, bad], "mapping": {"memory": bad}}[kind]
+            raw = smoke_params()
+            if path[:3] == ["model", "cms", "levels"]:
+                raw["model"]["cms"] = {"levels": [{"chunk": 1, "lr": bad}]}
+            else:
+                _set(raw, path, value)
+            with pytest.raises(ConfigError, match="must be a finite number") as exc:
+                Params.validate(parse(Params, raw), "")
+            assert ".".join(str(p) for p in path if not isinstance(p, int)).split(".")[-1] \
+                in str(exc.value), (path, str(exc.value))
+
+
+def test_an_unknown_key_anywhere_suggests_the_closest_known_one():
+    with pytest.raises(ConfigError, match=r"^tech_scale: unknown key \(did you mean 'teach_scale'\?"):
+        parse(Params, {**smoke_params(), "tech_scale": 0.1})
+    with pytest.raises(ConfigError, match=r"^data.filtr: unknown key \(did you mean 'filter'\?"):
+        parse(Params, _set(smoke_params(), ["data", "filtr"], {}))
+    with pytest.raises(ConfigError, match=r"^data.tokenizer.vocab: unknown key \(did you mean "
+                                          r"'vocab_size'\?"):
+        parse(Params, _set(smoke_params(), ["data", "tokenizer", "vocab"], 512))
+    with pytest.raises(ConfigError, match=r"^zzz: unknown key \(known:"):
+        parse(Params, {**smoke_params(), "zzz": 1})

@@ -12,6 +12,7 @@ whose value type is a *tagged union* (``Union[A, B]`` of dataclasses with a
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import types
 import typing
@@ -22,6 +23,10 @@ from nlrepro.errors import NLReproError
 
 class ConfigError(NLReproError):
     """A params value the loader rejects; the message names the dotted key."""
+
+
+class NonFiniteError(ConfigError):
+    """A NaN or infinite float: no config float may be one."""
 
 
 def _type_name(tp: Any) -> str:
@@ -41,9 +46,6 @@ def _check_range(value: Any, meta: dict, path: str) -> None:
     lo, hi = meta.get("range", (None, None))
     if value is None or isinstance(value, (bool, tuple, dict, str)):
         return
-    if isinstance(value, float) and not math.isfinite(value):
-        # NaN fails every comparison below, so it would pass any range silently.
-        raise ConfigError(f"{path}: must be a finite number, got {value!r}")
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         lo_s = "-inf" if lo is None else lo
         hi_s = "inf" if hi is None else hi
@@ -72,6 +74,8 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
         for member in members:
             try:
                 return _convert(member, value, path)
+            except NonFiniteError:
+                raise
             except ConfigError:
                 continue
         raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
@@ -100,6 +104,10 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             hint = " (write floats like 3.0e-4)" if isinstance(value, str) else ""
             raise ConfigError(f"{path}: expected a number, got {value!r}{hint}")
+        if not math.isfinite(value):
+            # Every float is finite, wherever it sits (fields, list items, mapping values):
+            # NaN fails every range comparison, so it would pass any range silently.
+            raise NonFiniteError(f"{path}: must be a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -135,7 +143,9 @@ def parse(cls: type, raw: Any, path: str = "") -> Any:
     unknown = sorted(set(raw) - set(fields))
     if unknown:
         key = f"{path}.{unknown[0]}" if path else unknown[0]
-        raise ConfigError(f"{key}: unknown key (known: {', '.join(sorted(fields))})")
+        close = difflib.get_close_matches(str(unknown[0]), list(fields), n=1, cutoff=0.6)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise ConfigError(f"{key}: unknown key ({hint}known: {', '.join(sorted(fields))})")
     kwargs = {}
     for name, f in fields.items():
         key = f"{path}.{name}" if path else name
