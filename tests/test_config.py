@@ -150,3 +150,24 @@ def test_an_unknown_key_anywhere_suggests_the_closest_known_one():
         parse(Params, _set(smoke_params(), ["data", "tokenizer", "vocab"], 512))
     with pytest.raises(ConfigError, match=r"^zzz: unknown key \(known:"):
         parse(Params, {**smoke_params(), "zzz": 1})
+
+
+@pytest.mark.parametrize("patch, message", [
+    ({"data": {"tokenize": {"row_len": 2}}},
+     "data.tokenize.row_len: the evaluation window (eval.max_len, or row_len - 1) is 1 tokens; "
+     "it must be at least 64"),
+    ({"data": {"tokenize": {"row_len": 2}}, "eval": {"max_len": 32}}, "eval.max_len: the "
+     "evaluation window (eval.max_len, or row_len - 1) is 32 tokens"),
+    ({"eval": {"passkey": {"lengths": [256, 10_000_000]}}},
+     "eval.passkey.lengths[1]: must be in [16, 131072], got 10000000"),
+    ({"eval": {"icl": {"length": 32, "bucket": 64}}},
+     "eval.icl.bucket: 64 is longer than the sequence (eval.icl.length = 32)"),
+])
+def test_cross_parameter_limits_fail_at_load(patch, message):
+    with pytest.raises(ConfigError) as exc:
+        parse(Params, smoke_params(**patch))
+    assert str(exc.value).startswith(message), str(exc.value)
+
+
+def test_a_short_training_row_with_a_long_enough_eval_window_is_fine():
+    parse(Params, smoke_params(data={"tokenize": {"row_len": 17}}, eval={"max_len": 64}))

@@ -324,3 +324,10 @@ def test_unreachable_hub_is_a_clear_error(monkeypatch):
     with pytest.raises(NLReproError, match=message) as err:
         load_task("piqa")
     assert "\n" not in str(err.value)
+
+
+def test_a_continuation_longer_than_the_window_is_one_line():
+    from nlrepro.errors import NLReproError
+    with pytest.raises(NLReproError, match="a continuation of 3 tokens does not fit the "
+                                           "evaluation window of 2 tokens"):
+        truncate_left([1], [2, 3, 4], max_len=2)

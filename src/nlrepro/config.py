@@ -15,7 +15,7 @@ import yaml
 
 from nlrepro.configlib import ConfigError, parse, rng, to_dict
 from nlrepro.errors import NLReproError
-from nlrepro.eval.config import EvalConfig
+from nlrepro.eval.config import MIN_WINDOW, EvalConfig
 from nlrepro.model.config import ClipConfig, ModelConfig, TeachConfig
 from nlrepro.model.presets import deep_merge, model_config
 from nlrepro.report.config import GateConfig, ReportConfig
@@ -155,9 +155,16 @@ class Params:
     gate: GateConfig = GateConfig()
 
     def validate(self, path: str) -> None:
+        """Cross-section constraints, checked before any stage does work."""
         if "type" in self.model:
             raise ConfigError("model.type: set by train.variants (one stage per variant); "
                               "remove it from params.yaml")
+        window = self.eval.max_len or self.data.tokenize.row_len - 1
+        if window < MIN_WINDOW:
+            key = "eval.max_len" if self.eval.max_len else "data.tokenize.row_len"
+            raise ConfigError(f"{key}: the evaluation window (eval.max_len, or row_len - 1) is "
+                              f"{window} tokens; it must be at least {MIN_WINDOW} to hold the "
+                              f"longest continuation scored")
         for variant in self.train.variants:
             self.model_for(variant)
 

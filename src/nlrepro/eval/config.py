@@ -12,6 +12,15 @@ from typing import Optional
 from nlrepro.configlib import ConfigError, rng
 from nlrepro.eval.tasks import TASKS
 
+# Smallest log-likelihood window (eval.max_len, or the training context row_len - 1): the
+# longest continuation scored (8 words of the real-vs-distractor task, about 50 tokens of
+# a byte-level vocabulary) must fit in one window.
+MIN_WINDOW = 64
+# Longest passkey prompt and stability stream, in tokens: both are scored by one forward
+# pass in stream_chunk pieces, about a minute per 16K tokens of the tiny preset on 2 CPU
+# cores; beyond this a typo (an extra zero) would run for hours.
+MAX_STREAM_TOKENS = 131_072
+
 
 @dataclass(frozen=True)
 class PerplexityConfig:
@@ -54,7 +63,8 @@ class PasskeyConfig:
     """Needle in a haystack: greedy retrieval of a 5-digit passkey."""
 
     # Whole prompt lengths in tokens of our tokenizer (exact), below and beyond training.
-    lengths: tuple[int, ...] = field(default=(256, 512, 1024, 2048), metadata=rng(16, None))
+    lengths: tuple[int, ...] = field(default=(256, 512, 1024, 2048),
+                                     metadata=rng(16, MAX_STREAM_TOKENS))
     # Needle positions as a fraction of the filler (0 = first, 1 = just before the question).
     depths: tuple[float, ...] = field(default=(0.0, 0.25, 0.5, 0.75, 1.0), metadata=rng(0.0, 1.0))
     # Haystacks per (length, depth), each with its own key and filler.
@@ -75,13 +85,18 @@ class ICLConfig:
     # Validation sequences scored with the updates on, off and per mechanism frozen.
     sequences: int = field(default=16, metadata=rng(1, None))
     # Tokens per sequence (longer than the training context on purpose).
-    length: int = field(default=1024, metadata=rng(2, None))
+    length: int = field(default=1024, metadata=rng(2, MAX_STREAM_TOKENS))
     # Positions per bucket of the loss-by-position curve.
     bucket: int = field(default=64, metadata=rng(1, None))
     # Tokens of the stability stream (0 = skip it).
-    stream_tokens: int = field(default=16384, metadata=rng(0, None))
+    stream_tokens: int = field(default=16384, metadata=rng(0, MAX_STREAM_TOKENS))
     # Teach scale of the stability stream (its inner and residual clips are off).
     stream_teach_scale: float = field(default=1.0, metadata=rng(0.0, None))
+
+    def validate(self, path: str) -> None:
+        if self.bucket > self.length:
+            raise ConfigError(f"{path}.bucket: {self.bucket} is longer than the sequence "
+                              f"({path}.length = {self.length})")
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import Callable, Iterator, Sequence
 
+from nlrepro.errors import NLReproError
+
 Encode = Callable[[str], list[int]]
 
 
@@ -47,9 +49,9 @@ def truncate_left(
     The last ``len(continuation_ids)`` positions of this input predict the continuation;
     a context too long for the window loses its left end, as in lm-eval's HFLM."""
     if len(continuation_ids) > max_len:
-        raise ValueError(
-            f"continuation of {len(continuation_ids)} tokens exceeds max_len={max_len}"
-        )
+        raise NLReproError(
+            f"eval: a continuation of {len(continuation_ids)} tokens does not fit the "
+            f"evaluation window of {max_len} tokens (raise eval.max_len)")
     return (list(context_ids) + list(continuation_ids))[-(max_len + 1):][:-1]
 
 
