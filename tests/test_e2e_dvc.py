@@ -19,6 +19,7 @@ pytestmark = pytest.mark.e2e
 
 DATA_STAGES = ["ingest@shakespeare", "ingest@synthetic", "filter", "shard", "tokenizer",
                "tokenize"]
+TASK_FILE = "tests/data/tasks/piqa_smoke.jsonl"     # a zero-shot task file params names
 VARIANTS = ["hope", "titan", "transformer"]
 RUNS = [f"{v}-s0" for v in VARIANTS]            # one (variant, seed) run each, seed 0
 TRAIN_STAGES = [f"train@{v}-0" for v in VARIANTS]
@@ -51,7 +52,8 @@ def clone(tmp_path_factory):
         if src.is_file() and not rel.startswith(("data/", "metrics/")) and rel != "dvc.lock":
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, root / rel)
-    (root / "params.yaml").write_text(yaml.safe_dump(smoke_params(), sort_keys=False))
+    (root / "params.yaml").write_text(yaml.safe_dump(
+        smoke_params(eval={"tasks": {"piqa": TASK_FILE}}), sort_keys=False))
     sh(root, "git", "init", "-q")
     sh(root, "git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A")
     sh(root, "git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "smoke")
@@ -162,11 +164,42 @@ def test_gate_passes_an_unchanged_run_and_fails_a_planted_regression(clone):
         path.write_text(original)
 
 
-def test_second_repro_skips_every_stage(clone):
+def test_second_repro_skips_every_stage_but_the_check(clone):
     out = dvc(clone, "repro").stdout
-    assert "Running stage" not in out
+    assert [l for l in out.splitlines() if l.startswith("Running stage")] == \
+        ["Running stage 'check':"]
     for stage in DATA_STAGES + TRAIN_STAGES + EVAL_STAGES + REPORT_STAGES:
         assert f"Stage '{stage}' didn't change, skipping" in out
+
+
+def test_editing_a_task_file_reruns_exactly_the_stages_that_read_it(clone):
+    path = clone / TASK_FILE
+    original = path.read_text()
+    row = json.loads(original.splitlines()[0])
+    path.write_text(original + json.dumps({**row, "goal": "How do I dry wet boots?"}) + "\n")
+    try:
+        out = dvc(clone, "repro").stdout
+        ran = {l.split("'")[1] for l in out.splitlines() if l.startswith("Running stage")}
+        assert ran == {"check", *EVAL_STAGES, "report"}, out
+        result = json.loads((clone / "metrics/eval/hope-s0.json").read_text())
+        assert result["zero_shot"]["piqa"]["n"] == 3
+    finally:
+        path.write_text(original)
+        dvc(clone, "repro")
+
+
+def test_a_misspelled_key_anywhere_stops_repro_before_any_stage(clone):
+    params = clone / "params.yaml"
+    original = params.read_text()
+    params.write_text(original + "tech_scale: 0.1\n")
+    try:
+        r = dvc(clone, "repro", check=False)
+        assert r.returncode != 0
+        assert "tech_scale: unknown key (did you mean 'teach_scale'?" in r.stdout + r.stderr
+        assert [l for l in r.stdout.splitlines() if l.startswith("Running stage")] == \
+            ["Running stage 'check':"]
+    finally:
+        params.write_text(original)
 
 
 def test_forced_rerun_gives_byte_identical_outputs(clone):
