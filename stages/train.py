@@ -11,6 +11,7 @@ an explicit checkpoint, which must be of the same config.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -23,9 +24,11 @@ from nlrepro.configlib import to_dict
 from nlrepro.errors import NLReproError, cli_main
 from nlrepro.model import build_model
 from nlrepro.train import distributed as D
+from nlrepro.train import checkpoint as ckpt
 from nlrepro.train.checkpoint import config_hash, seed_everything
 from nlrepro.train.config import VARIANTS, run_name
 from nlrepro.train.data import open_rows, token_manifest
+from nlrepro.train.guardrails import RunLock, die_with_parent
 from nlrepro.train.logger import RunLogger
 from nlrepro.train.loop import RunSpec, Trainer
 
@@ -63,6 +66,8 @@ def main(argv: list[str]) -> None:
     ap.add_argument("--resume", type=Path, help="explicit checkpoint to resume (same config)")
     ap.add_argument("--until", type=int, help="stop after this step (time-boxed jobs)")
     args = ap.parse_args(argv)
+    # No orphans: if dvc (or the torchrun agent) dies, so does this process.
+    die_with_parent()
     if args.variant not in VARIANTS:
         raise NLReproError(f"train: unknown variant '{args.variant}' (expected one of "
                            f"{', '.join(VARIANTS)})")
@@ -109,10 +114,33 @@ def train(params: Params, args, info: D.DistInfo) -> None:
                    ckpt_path=run_dir / "last.pt", final_path=Path("models") / f"{run}.pt",
                    extra={"params_hash": section_hash(params), "n_params": n_params})
     trainer = Trainer(spec, model, train_rows, val_rows, info, wrapped)
-    resumed = trainer.resume(args.resume or spec.ckpt_path)
+    with contextlib.ExitStack() as stack:
+        if info.is_main:   # one writer per run directory: a second trainer fails at once
+            stack.enter_context(RunLock(run_dir, run))
+        _train_locked(trainer, spec, args, info, run, n_params)
+
+
+def _resume_from(spec: RunSpec, explicit: Path | None) -> Path | None:
+    """``--resume PATH`` (verified when it has a hash record), else the run's last intact
+    checkpoint (a corrupt latest one falls back to the previous, said in one line)."""
+    say = lambda msg: print(f"train: {msg}", file=sys.stderr)  # noqa: E731
+    if explicit is None:
+        return ckpt.pick_resumable(spec.ckpt_path, say)
+    if ckpt.previous_path(explicit).exists() or Path(f"{explicit}.sha256").exists():
+        problem = ckpt.verify(explicit)
+        if problem is not None:
+            raise NLReproError(f"{explicit}: {problem}")
+    return explicit
+
+
+def _train_locked(trainer: Trainer, spec: RunSpec, args, info: D.DistInfo, run: str,
+                  n_params: int) -> None:
+    cfg = spec.train
+    source = _resume_from(spec, args.resume)
+    resumed = source is not None and trainer.resume(source)
     if resumed and info.is_main:
         print(f"train {run}: resuming from step {trainer.step}", file=sys.stderr)
-    logger = (RunLogger(run, spec.out_dir, run_dir / "log.jsonl",
+    logger = (RunLogger(run, spec.out_dir, spec.ckpt_path.parent / "log.jsonl",
                         trainer.step if resumed else None) if info.is_main else None)
     start = time.monotonic()
     try:
@@ -125,7 +153,7 @@ def train(params: Params, args, info: D.DistInfo) -> None:
         return
     trainer.save(spec.final_path, with_optimizer=False)
     if info.is_main:  # finished: a later forced rerun starts afresh (the log stays)
-        spec.ckpt_path.unlink(missing_ok=True)
+        ckpt.remove_resumable(spec.ckpt_path)
     if logger:
         logger.finish(trainer.summary(n_params, time.monotonic() - start))
         print(f"train {run}: done, val loss {val['loss']:.4f} "

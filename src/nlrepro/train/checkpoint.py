@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import random
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,85 @@ def save(path: str | Path, *, model_state: dict, optimizer_state: dict | None, s
         "optimizer": optimizer_state, "rng": rng_state(), "extra": extra or {},
     }
     write_torch(path, payload)
+
+
+# --- resumable checkpoints: verified on load, the last two kept --------------------------
+
+def _record_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def previous_path(path: str | Path) -> Path:
+    """``last.pt`` -> ``last.prev.pt``: the checkpoint before the latest one."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_resumable(path: str | Path, **kwargs) -> None:
+    """``save`` with a size-and-hash record beside it (``last.pt.sha256``), after moving
+    the previous intact checkpoint to ``last.prev.pt``: a crash at any point leaves at
+    least one checkpoint that verifies."""
+    path = Path(path)
+    if path.exists() and verify(path) is None:
+        prev = previous_path(path)
+        os.replace(path, prev)
+        os.replace(_record_path(path), _record_path(prev))
+    save(path, **kwargs)
+    record = {"bytes": path.stat().st_size, "sha256": _file_sha256(path)}
+    with atomic_path(_record_path(path)) as tmp:
+        tmp.write_text(json.dumps(record) + "\n")
+
+
+def verify(path: str | Path) -> str | None:
+    """None when ``path`` matches its size-and-hash record, else why not."""
+    path = Path(path)
+    record_path = _record_path(path)
+    if not path.exists():
+        return "missing"
+    try:
+        record = json.loads(record_path.read_text())
+    except (OSError, ValueError):
+        return "no size-and-hash record (written before the crash finished?)"
+    size = path.stat().st_size
+    if size != record.get("bytes"):
+        return f"{size} bytes, {record.get('bytes')} written (truncated?)"
+    if _file_sha256(path) != record.get("sha256"):
+        return "content does not match its SHA-256 (corrupt)"
+    return None
+
+
+def pick_resumable(path: str | Path, say=print) -> Path | None:
+    """The checkpoint to resume from: ``path`` if it verifies, else the previous one if
+    that does (said in one line), else None (said too: the run starts over)."""
+    path = Path(path)
+    if not path.exists() and not previous_path(path).exists():
+        return None
+    problem = verify(path)
+    if problem is None:
+        return path
+    prev = previous_path(path)
+    prev_problem = verify(prev)
+    if prev_problem is None:
+        say(f"{path}: {problem}; resuming from the previous checkpoint {prev}")
+        return prev
+    say(f"{path}: {problem}, and no intact previous checkpoint; starting the run over")
+    return None
+
+
+def remove_resumable(path: str | Path) -> None:
+    """Delete the resumable checkpoints of a finished run (the log beside them stays)."""
+    path = Path(path)
+    for p in (path, previous_path(path)):
+        p.unlink(missing_ok=True)
+        _record_path(p).unlink(missing_ok=True)
 
 
 def write_torch(path: str | Path, obj) -> None:

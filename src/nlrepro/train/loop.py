@@ -85,7 +85,9 @@ class Trainer:
                                               self.spec.train.fsdp)
         if not self.dist.is_main:
             return
-        ckpt.save(path, model_state=model_state, optimizer_state=optim_state, step=self.step,
+        # A resumable checkpoint keeps its predecessor and a size-and-hash record.
+        write = ckpt.save_resumable if with_optimizer else ckpt.save
+        write(path, model_state=model_state, optimizer_state=optim_state, step=self.step,
                   teach_scale=self.teach_in_force, config=self.spec.config,
                   extra={**self.spec.extra, "skipped_steps": self.skips.total,
                          "max_update_norm": self.max_update_norm,
