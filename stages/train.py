@@ -25,6 +25,7 @@ from nlrepro.errors import NLReproError, cli_main
 from nlrepro.model import build_model
 from nlrepro.train import distributed as D
 from nlrepro.train import checkpoint as ckpt
+from nlrepro.train import resources as R
 from nlrepro.train.checkpoint import config_hash, seed_everything
 from nlrepro.train.config import VARIANTS, run_name
 from nlrepro.train.data import open_rows, token_manifest
@@ -48,6 +49,23 @@ def run_config(params: Params, variant: str, seed: int, manifest: dict) -> dict:
             "data": {"tokenizer_sha256": manifest["tokenizer_sha256"],
                      "vocab_size": manifest["vocab_size"], "row_len": manifest["row_len"],
                      "train_rows": manifest["splits"]["train"]["rows"]}}
+
+
+def check_memory(params: Params, variant: str, run: str, info: D.DistInfo) -> None:
+    """Fail before allocating when even a lower bound of the run's memory does not fit
+    (train/resources.py); the model is counted on the meta device, which allocates
+    nothing."""
+    cfg = params.train
+    with torch.device("meta"):
+        meta = build_model(params.model_for(variant), params.data.tokenizer.vocab_size,
+                           params.teach, params.clip, params.teach_clip)
+    n_params = sum(p.numel() for p in meta.parameters())
+    mcfg = meta.cfg
+    needed = R.estimate_bytes(n_params, cfg.batch_size // info.world,
+                              params.data.tokenize.row_len - 1, mcfg.d_model, mcfg.n_layers,
+                              info.world, cfg.fsdp, cfg.activation_checkpointing)
+    on_host = 1 if info.device.type == "cuda" else min(info.world, cfg.nproc)
+    R.check_fits(run, needed, R.available_bytes(info.device), n_params, on_host)
 
 
 def relaunch_under_torchrun(variant: str, argv: list[str], nproc: int) -> None:
@@ -96,6 +114,7 @@ def train(params: Params, args, info: D.DistInfo) -> None:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_everything(args.seed)  # the same initial weights on every rank
+    check_memory(params, args.variant, run_name(args.variant, args.seed), info)
     manifest = token_manifest(TOKENS)
     train_rows, val_rows = open_rows(TOKENS, "train"), open_rows(TOKENS, "val")
     model = build_model(params.model_for(args.variant), manifest["vocab_size"], params.teach,

@@ -174,3 +174,30 @@ def test_stage_rejects_an_unknown_variant_and_too_many_processes(project):
     assert result.returncode == 2
     assert "error: train.nproc: 64 processes requested but this machine allows at most" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_model_that_cannot_fit_fails_before_allocating(project):
+    """The 1.3b preset needs at least ~27 GiB to train (20.7 GiB of parameter state alone):
+    one line with the estimate and what is available, within seconds, before any data is
+    read (the project has none) or any weight allocated."""
+    from nlrepro.train import resources as R
+    params = smoke_params(train={"batch_size": 8}, data={"tokenize": {"row_len": 257}})
+    params["model"] = {"preset": "1.3b"}
+    project.write_params(params)
+    available = R.available_bytes(torch.device("cpu"))
+    needed = R.estimate_bytes(1_231_000_000, 8, 256, 2048, 24)   # vocabulary 4,096
+    if available is None or available >= needed:
+        pytest.skip("this machine has the memory for the 1.3b preset")
+    result = project.run("stages.train", "hope")
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: train hope-s0: needs at least "), lines
+    assert "M parameters x 16 bytes" in lines[0] and "GiB are available" in lines[0]
+
+
+def test_memory_estimate_by_hand():
+    from nlrepro.train.resources import estimate_bytes
+    # 1M parameters x 16 bytes + 2 sequences x 10 tokens x 16 floats x 4 bytes x d 8 x 3 layers
+    assert estimate_bytes(1_000_000, 2, 10, 8, 3) == 16_000_000 + 2 * 10 * 16 * 4 * 8 * 3
+    assert estimate_bytes(1_000_000, 2, 10, 8, 3, world=4, fsdp=True) == 4_000_000 + 30_720
+    assert estimate_bytes(1_000_000, 2, 10, 8, 3, checkpointing=True) == 16_000_000 + 3_840
