@@ -40,11 +40,9 @@ def dvc(cwd, *args, check=True):
     return sh(cwd, str(Path(sys.executable).parent / "dvc"), *args, check=check)
 
 
-@pytest.fixture(scope="module")
-def clone(tmp_path_factory):
-    """Tracked and untracked-but-not-ignored files of the working tree, committed into a
-    fresh git repository, with the smoke preset written into params.yaml."""
-    root = tmp_path_factory.mktemp("clone")
+def copy_tree(root: Path) -> None:
+    """The working tree's tracked and untracked-but-not-ignored files, without pipeline
+    outputs (data/, metrics/, dvc.lock), into ``root``."""
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO,
                            capture_output=True, text=True, check=True).stdout.split("\0")
     for rel in filter(None, files):
@@ -52,6 +50,14 @@ def clone(tmp_path_factory):
         if src.is_file() and not rel.startswith(("data/", "metrics/")) and rel != "dvc.lock":
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, root / rel)
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory):
+    """Tracked and untracked-but-not-ignored files of the working tree, committed into a
+    fresh git repository, with the smoke preset written into params.yaml."""
+    root = tmp_path_factory.mktemp("clone")
+    copy_tree(root)
     (root / "params.yaml").write_text(yaml.safe_dump(
         smoke_params(eval={"tasks": {"piqa": TASK_FILE}}), sort_keys=False))
     sh(root, "git", "init", "-q")
