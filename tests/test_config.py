@@ -171,3 +171,16 @@ def test_cross_parameter_limits_fail_at_load(patch, message):
 
 def test_a_short_training_row_with_a_long_enough_eval_window_is_fine():
     parse(Params, smoke_params(data={"tokenize": {"row_len": 17}}, eval={"max_len": 64}))
+
+
+def test_code_and_docs_cite_nothing_outside_the_repository():
+    """A user's clone has only the repository: no reference to a shared docs folder or to
+    a MODEL.md that lives outside it."""
+    bad = []
+    for path in [*REPO.glob("src/**/*.py"), *REPO.glob("stages/*.py"), *REPO.glob("docs/*.md"),
+                 *REPO.glob("scripts/*.py"), REPO / "README.md", REPO / "params.yaml"]:
+        text = path.read_text(encoding="utf-8")
+        for needle in ("../shared", "MODEL.md"):
+            bad += [f"{path.relative_to(REPO)}: {needle}" for line in text.splitlines()
+                    if needle in line.replace("MODEL_DECISIONS.md", "")]
+    assert bad == []

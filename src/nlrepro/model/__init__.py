@@ -1,6 +1,6 @@
 """The model family: Transformer++, Titans (MAG) and HOPE on one chunk-recurrent backbone.
 
-Where things are (MODEL.md and docs/MODEL_DECISIONS.md for the why):
+Where things are (docs/MODEL_DECISIONS.md for the equations and the why):
     config.py          ModelConfig, TeachConfig, ClipConfig (params.yaml model/teach/clip)
     presets.py         tiny, 340m, 760m, 1.3b; model_config() resolves a params mapping
     lm.py              NestedLM: step/forward recurrence, state, build_model

@@ -81,7 +81,7 @@ class CMSConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """One backbone, three variants (MODEL.md §1)."""
+    """One backbone, three variants (docs/MODEL_DECISIONS.md §1, §7)."""
 
     # Variant: transformer (Transformer++) | titan (attention + Titans LMM) | hope.
     type: Literal["transformer", "titan", "hope"] = "transformer"
@@ -156,7 +156,7 @@ class TeachConfig:
 
 @dataclass(frozen=True)
 class ClipConfig:
-    """Stability clips; null turns each off (MODEL.md §5)."""
+    """Stability clips; null turns each off (docs/MODEL_DECISIONS.md §6, docs/STABILITY.md)."""
 
     # Per-token L2 clip of each memory mixer and CMS block output, same in train and eval.
     residual: Optional[float] = field(default=None, metadata={"range": (0.0, None)})

@@ -1,7 +1,7 @@
 """Runtime controls shared by every in-context mechanism during one call.
 
 The model builds one ``InnerContext`` per forward from the teach scale in force (a runtime
-float, MODEL.md §5), ``teach.levels``, the clips and ``memory.detach_updates``; the
+float, docs/MODEL_DECISIONS.md §6), ``teach.levels``, the clips and ``memory.detach_updates``; the
 mechanisms read their scale from it and report the norms of the updates they apply.
 """
 from __future__ import annotations

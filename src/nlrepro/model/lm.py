@@ -1,4 +1,4 @@
-"""The chunk-recurrent language model shared by transformer, titan and hope (MODEL.md §1-2).
+"""The chunk-recurrent language model shared by transformer, titan and hope (docs/MODEL_DECISIONS.md §1-3).
 
 Tied embedding, pre-norm blocks ``x = x + mixer(norm(x)); x = x + ffn(norm(x))``, final
 RMSNorm, logits = RMSNorm(h) E^T. The model is a recurrence over chunks:

@@ -5,7 +5,7 @@
 
 where h_t is the residual stream entering the final RMSNorm (weight g) and y_t the next
 token. Per token and NOT divided by batch or sequence size, so ``teach_scale`` means the
-same at every batch and sequence length (MODEL.md §5). Computed analytically (the logits
+same at every batch and sequence length (docs/MODEL_DECISIONS.md §6). Computed analytically (the logits
 are recomputed from h_t) without autograd and returned detached (CMS uses stopgrad(delta)).
 """
 from __future__ import annotations

@@ -17,7 +17,7 @@ def lr_at(step: int, peak: float, warmup: int, total: int, min_frac: float) -> f
 
 
 class TeachSchedule:
-    """The teach scale in force at a step (MODEL.md §5): linear warmup from 0 over
+    """The teach scale in force at a step (docs/MODEL_DECISIONS.md §6): linear warmup from 0 over
     ``warmup_steps``, constant ``teach_scale``, then from ``decay_start`` a linear decay
     over ``decay_steps`` to ``floor * teach_scale``, held there (never zero by default)."""
 
