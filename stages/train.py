@@ -145,7 +145,7 @@ def _resume_from(spec: RunSpec, explicit: Path | None) -> Path | None:
     say = lambda msg: print(f"train: {msg}", file=sys.stderr)  # noqa: E731
     if explicit is None:
         return ckpt.pick_resumable(spec.ckpt_path, say)
-    if ckpt.previous_path(explicit).exists() or Path(f"{explicit}.sha256").exists():
+    if ckpt.has_record(explicit):
         problem = ckpt.verify(explicit)
         if problem is not None:
             raise NLReproError(f"{explicit}: {problem}")

@@ -98,6 +98,11 @@ def save_resumable(path: str | Path, **kwargs) -> None:
         tmp.write_text(json.dumps(record) + "\n")
 
 
+def has_record(path: str | Path) -> bool:
+    """Whether ``path`` was written by ``save_resumable`` (has a size-and-hash record)."""
+    return _record_path(Path(path)).exists()
+
+
 def verify(path: str | Path) -> str | None:
     """None when ``path`` matches its size-and-hash record, else why not."""
     path = Path(path)
