@@ -138,7 +138,7 @@ def seeds_section(aggregated: dict, variants: list[str], reference: str) -> list
                   "difference between variants cannot be told from seed-to-seed or "
                   "machine-to-machine noise (docs/REPORT.md, \"Noise\"). "
                   "`dvc exp run -S 'train.seeds=[0,1,2]'` adds seeds and reruns only their "
-                  "stages.", ""]
+                  "stages (three seeds of the defaults, measured: docs/RESULTS.md).", ""]
     else:
         lines += [f"Training seeds {_seed_list(seeds)} (model init and data order; the data "
                   f"and the evaluation items are the same for every seed). Interval: 95% "
