@@ -258,3 +258,18 @@ def test_experiment_adding_a_seed_runs_only_that_seeds_stages(clone):
     assert [hope["seed0"], hope["seed1"]] == seeds and seeds[0] != seeds[1]
     assert hope["ci95_low"] < hope["mean"] < hope["ci95_high"]
     assert "Training seeds 0, 1" in (clone / "metrics/report.md").read_text()
+
+
+def test_editing_a_shared_module_marks_exactly_the_stages_that_import_it(clone):
+    """dvc.yaml's code deps are derived from the imports (tests/test_stage_deps.py): an
+    edit to data/tokenizer.py is reported for the tokenizer, tokenize and evaluate stages
+    (and `check`, which always runs), for no other."""
+    path = clone / "src/nlrepro/data/tokenizer.py"
+    original = path.read_text()
+    path.write_text(original + "\n# edited\n")
+    try:
+        out = dvc(clone, "status").stdout
+        changed = {l.rstrip(":") for l in out.splitlines() if l and not l.startswith(("\t", " "))}
+        assert changed == {"check", "tokenizer", "tokenize", *EVAL_STAGES}, out
+    finally:
+        path.write_text(original)
