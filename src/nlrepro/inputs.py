@@ -10,26 +10,21 @@ unchanged one leaves the manifest byte-identical and nothing reruns.
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
 from nlrepro.data.sources import resolve_paths
 from nlrepro.errors import NLReproError
-
-CHUNK = 1 << 20
+from nlrepro.io import sha256_file
 
 
 def file_record(path: Path) -> dict[str, Any]:
-    """Path, size and SHA-256 of one file, read in 1 MiB pieces (bounded memory)."""
-    digest = hashlib.sha256()
+    """Path, size and SHA-256 of one file (read in pieces: bounded memory)."""
     try:
-        with path.open("rb") as f:
-            while block := f.read(CHUNK):
-                digest.update(block)
+        sha = sha256_file(path)
     except OSError as exc:
         raise NLReproError(f"{path}: cannot read ({exc.strerror})") from None
-    return {"path": str(path), "bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+    return {"path": str(path), "bytes": path.stat().st_size, "sha256": sha}
 
 
 def source_manifest(source: Any) -> dict[str, Any]:

@@ -5,7 +5,6 @@ Byte-level means every string encodes and decodes back exactly, with no unknown 
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Iterable
 
@@ -13,6 +12,7 @@ import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from nlrepro.errors import NLReproError
+from nlrepro.io import sha256_file
 
 EOS = "<|endoftext|>"
 
@@ -55,7 +55,7 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
 
 
 def file_hash(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return sha256_file(path)
 
 
 def coverage_stats(tok: Tokenizer, texts: list[str]) -> dict:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from nlrepro.errors import NLReproError
-from nlrepro.io import atomic_path
+from nlrepro.io import atomic_path, sha256_file
 
 FORMAT = 1
 
@@ -75,14 +75,6 @@ def previous_path(path: str | Path) -> Path:
     return path.with_name(f"{path.stem}.prev{path.suffix}")
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def save_resumable(path: str | Path, **kwargs) -> None:
     """``save`` with a size-and-hash record beside it (``last.pt.sha256``), after moving
     the previous intact checkpoint to ``last.prev.pt``: a crash at any point leaves at
@@ -93,7 +85,7 @@ def save_resumable(path: str | Path, **kwargs) -> None:
         os.replace(path, prev)
         os.replace(_record_path(path), _record_path(prev))
     save(path, **kwargs)
-    record = {"bytes": path.stat().st_size, "sha256": _file_sha256(path)}
+    record = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
     with atomic_path(_record_path(path)) as tmp:
         tmp.write_text(json.dumps(record) + "\n")
 
@@ -116,7 +108,7 @@ def verify(path: str | Path) -> str | None:
     size = path.stat().st_size
     if size != record.get("bytes"):
         return f"{size} bytes, {record.get('bytes')} written (truncated?)"
-    if _file_sha256(path) != record.get("sha256"):
+    if sha256_file(path) != record.get("sha256"):
         return "content does not match its SHA-256 (corrupt)"
     return None
 
