@@ -78,7 +78,6 @@ def find_rule(key: str, rules: dict[str, GateRule]) -> Optional[GateRule]:
     """The rule of ``hope.val_loss``: an exact entry for the full key or for the metric
     name (``val_loss``) first, then the first pattern, in the order written, that matches
     either."""
-    key = key.removesuffix(".mean")
     name = key.split(".", 1)[1] if "." in key else key
     for candidate in (key, name):
         if candidate in rules:

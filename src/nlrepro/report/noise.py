@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 import sys
 from pathlib import Path
 
@@ -62,11 +63,6 @@ def per_seed(summary: dict) -> dict[tuple[str, str], dict[int, float]]:
     return out
 
 
-def _sd(xs: list[float]) -> float:
-    m = math.fsum(xs) / len(xs)
-    return math.sqrt(math.fsum((x - m) ** 2 for x in xs) / (len(xs) - 1))
-
-
 def noise_table(seeds: dict, machines: list[tuple[dict, dict]], rules: dict) -> list[dict]:
     """One row per gated (variant, metric) with finite values in every seed."""
     by_seed = per_seed(seeds)
@@ -78,7 +74,7 @@ def noise_table(seeds: dict, machines: list[tuple[dict, dict]], rules: dict) -> 
         if rule is None or len(xs) < 2 or not all(math.isfinite(x) for x in xs):
             continue
         mean = math.fsum(xs) / len(xs)
-        s = _sd(xs)
+        s = statistics.stdev(xs)
         moves = [abs(a[(variant, metric)][k] - b[(variant, metric)][k])
                  for a, b in pairs if (variant, metric) in a and (variant, metric) in b
                  for k in set(a[(variant, metric)]) & set(b[(variant, metric)])]
