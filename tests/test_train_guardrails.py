@@ -95,6 +95,20 @@ time.sleep(60)
 """
 
 
+def _gone(pid: int, within_s: float = 5.0) -> bool:
+    """True once ``pid`` has exited (a zombie reaped by nobody counts as gone)."""
+    end = time.monotonic() + within_s
+    while time.monotonic() < end:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] in "ZX":
+                    return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux-only")
 def test_a_trainer_dies_with_its_parent_even_after_kill_9(tmp_path):
     from conftest import REPO
@@ -116,3 +130,44 @@ def test_a_trainer_dies_with_its_parent_even_after_kill_9(tmp_path):
     else:
         os.kill(child, signal.SIGKILL)
         pytest.fail("the child outlived its parent by 5 s")
+
+
+# A stand-in for `dvc` (its argv[0] is a file named dvc) that runs the stage through a shell
+# which does not exec its command (`; true` keeps it waiting, as dash does with any command).
+FAKE_DVC = """#!{python}
+import os, subprocess, sys, time
+shell = subprocess.Popen(["/bin/sh", "-c", sys.argv[1] + "; true"], env=os.environ)
+time.sleep(60)
+"""
+TRAINER = ("{python} -c 'import os, sys, time; sys.path.insert(0, \"src\"); "
+           "from nlrepro.train.guardrails import die_with_parent; die_with_parent(); "
+           "open(sys.argv[1], \"w\").write(str(os.getpid())); time.sleep(60)' {pidfile}")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc is Linux-only")
+def test_a_trainer_behind_a_shell_dies_when_dvc_is_killed(tmp_path):
+    from conftest import REPO
+    dvc = tmp_path / "dvc"
+    dvc.write_text(FAKE_DVC.format(python=sys.executable))
+    dvc.chmod(0o755)
+    pidfile = tmp_path / "trainer.pid"
+    launcher = subprocess.Popen([str(dvc), TRAINER.format(python=sys.executable,
+                                                            pidfile=pidfile)],
+                                cwd=REPO, env={**stage_env(), "DVC_STAGE": "train@hope-0"})
+    end = time.monotonic() + 30
+    while not (pidfile.exists() and pidfile.read_text()) and time.monotonic() < end:
+        time.sleep(0.05)
+    trainer = int(pidfile.read_text())
+    with open(f"/proc/{trainer}/stat") as f:           # the shell is between dvc and it
+        shell = int(f.read().rsplit(")", 1)[1].split()[1])
+    assert shell != launcher.pid
+    os.kill(launcher.pid, signal.SIGKILL)
+    launcher.wait()
+    try:
+        assert _gone(trainer), "the trainer outlived dvc by 5 s"
+    finally:
+        for pid in (trainer, shell):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass

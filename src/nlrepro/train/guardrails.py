@@ -9,6 +9,11 @@ that outlives the process that launched it.
   (`dvc`, or the torchrun agent for a DDP worker) dies, even by ``kill -9``, the trainer
   gets SIGTERM instead of training on as an orphan reparented to PID 1. The setting
   survives ``exec``, so the torchrun agent the stage re-executes into keeps it too.
+  The parent is not always `dvc`: DVC runs each stage command through ``$SHELL -c``, and a
+  shell that does not ``exec`` its last command (dash, Debian's ``/bin/sh``, never does)
+  stays alive when `dvc` is killed. So under DVC (``DVC_STAGE`` set) a watchdog thread
+  also watches the nearest ancestor that is the `dvc` process and sends the same signal
+  when it is gone; torchrun workers find it through their agent the same way.
 """
 from __future__ import annotations
 
@@ -17,11 +22,62 @@ import fcntl
 import os
 import signal
 import sys
+import threading
+import time
 from pathlib import Path
 
 from nlrepro.errors import NLReproError
 
 PR_SET_PDEATHSIG = 1
+WATCH_EVERY_S = 0.2
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """Fields of /proc/<pid>/stat after the command name: [state, ppid, ..., starttime at
+    index 19]; None when the process is gone."""
+    try:
+        data = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return data[data.rindex(")") + 2:].split()
+
+
+def _is_dvc(pid: int) -> bool:
+    """`dvc ...` (a console script: argv[0] or argv[1] ends in /dvc) or `python -m dvc`."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:3]
+    except OSError:
+        return False
+    return any(Path(a.decode(errors="replace")).name == "dvc" for a in argv)
+
+
+def dvc_ancestor(max_depth: int = 8) -> int | None:
+    """PID of the nearest ancestor that is the `dvc` process, or None."""
+    pid = os.getppid()
+    for _ in range(max_depth):
+        if pid <= 1:
+            return None
+        if _is_dvc(pid):
+            return pid
+        stat = _proc_stat(pid)
+        if stat is None:
+            return None
+        pid = int(stat[1])
+    return None
+
+
+def _watch(pid: int, sig: int) -> None:
+    """Signal this process once ``pid`` has exited (gone, a zombie, or its PID reused)."""
+    stat = _proc_stat(pid)
+    start = stat[19] if stat else None
+    def loop() -> None:
+        while True:
+            now = _proc_stat(pid)
+            if now is None or now[0] in "ZX" or now[19] != start:
+                os.kill(os.getpid(), sig)
+                return
+            time.sleep(WATCH_EVERY_S)
+    threading.Thread(target=loop, name=f"watch-dvc-{pid}", daemon=True).start()
 
 
 def die_with_parent(sig: int = signal.SIGTERM) -> bool:
@@ -39,6 +95,9 @@ def die_with_parent(sig: int = signal.SIGTERM) -> bool:
         return False
     if parent == 1 or os.getppid() != parent:   # the parent died before prctl took effect
         os.kill(os.getpid(), sig)
+    launcher = dvc_ancestor() if "DVC_STAGE" in os.environ else None
+    if launcher is not None and launcher != parent:
+        _watch(launcher, sig)
     return True
 
 
