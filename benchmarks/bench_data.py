@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from nlrepro.config import FilterConfig, ShakespeareSource, SyntheticSource
+from nlrepro.data.config import FilterConfig, ShakespeareSource, SyntheticSource
 from nlrepro.data.filters import filter_documents
 from nlrepro.data.sources import iter_source
 from nlrepro.data.tokenize import encode_documents, pack

@@ -21,7 +21,7 @@ from nlrepro.data.tokenizer import load_tokenizer
 from nlrepro.eval.offline import heldout_documents, last_word_examples
 from nlrepro.eval.runner import load_checkpoint_model, run_offline
 from nlrepro.eval.scorer import ModelScorer
-from nlrepro.model import build_model, model_config
+from nlrepro.model.lm import build_model
 
 TOKENIZER = Path("data/tokenizer/tokenizer.json")
 
@@ -49,12 +49,11 @@ def main() -> None:
 
     for variant in args.variants:
         if args.trained:
-            model = load_checkpoint_model(Path("models") / f"{variant}.pt", TOKENIZER, variant).model
+            model = load_checkpoint_model(Path("models") / f"{variant}-s0.pt", TOKENIZER, variant).model
         else:
             torch.manual_seed(params.seed)
-            raw = {**params.model, "type": variant}
-            model = build_model(model_config(raw), tokenizer.get_vocab_size(), params.teach,
-                                params.clip, params.teach_clip).eval()
+            model = build_model(params.model_for(variant), tokenizer.get_vocab_size(),
+                                params.in_context()).eval()
         n_params = sum(p.numel() for p in model.parameters())
         rates = {}
         for batch_size in (cfg.batch_size, 1):

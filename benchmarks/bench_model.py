@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from nlrepro.model import build_model, preset_config
+from nlrepro.model.lm import build_model
+from nlrepro.model.presets import preset_config
 
 SETTINGS = {
     "tiny": {"overrides": {}, "vocab": 4096},

@@ -67,8 +67,8 @@ def local(name: str, body: bytes | str, fmt: str = "jsonl", text_field: str = "t
 
 def write_checkpoint(root: Path, seed: int = 0, truncate: bool = False) -> None:
     code = ("import sys, torch; sys.path.insert(0, %r); from nlrepro.train import checkpoint "
-            "as c; c.save('models/hope-s0.pt', model_state={}, optimizer_state=None, step=1, "
-            "teach_scale=1.0, config={'variant': 'hope', 'seed': %d}, extra={})"
+            "as c; c.write_torch('models/hope-s0.pt', {'format': c.FORMAT, 'model': {}, "
+            "'optimizer': None, 'config': {'variant': 'hope', 'seed': %d}, 'config_hash': ''})"
             % (str(REPO / "src"), seed))
     subprocess.run([sys.executable, "-c", code], cwd=root, check=True)
     if truncate:

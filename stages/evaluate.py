@@ -15,11 +15,15 @@ from pathlib import Path
 
 import torch
 
-from nlrepro.config import load_params
+from nlrepro.config import load_params, params_hash
 from nlrepro.errors import NLReproError, cli_main
-from nlrepro.eval.runner import evaluate_variant, write_results
-from nlrepro.train.config import VARIANTS, run_name
+from nlrepro.eval.runner import EvalPaths, evaluate_run, write_results
+from nlrepro.model.config import VARIANTS
+from nlrepro.train.config import run_name
 
+MODELS = Path("models")
+TOKENIZER = Path("data/tokenizer/tokenizer.json")
+SHARDS = Path("data/shards")
 OUT = Path("metrics/eval")
 
 
@@ -39,7 +43,9 @@ def main(argv: list[str]) -> None:
     if params.eval.threads:
         torch.set_num_threads(params.eval.threads)
     torch.manual_seed(params.seed)
-    summary, records = evaluate_variant(args.variant, params, seed=seed)
+    paths = EvalPaths(MODELS / f"{run}.pt", TOKENIZER, SHARDS)
+    summary, records = evaluate_run(params.eval, paths, args.variant, seed, params.seed,
+                                    params_hash(params))
     write_results(summary, records, OUT / run, OUT / f"{run}.json")
     offline = summary["offline"]
     print(f"evaluate {run}: ppl/token {offline['perplexity']['token_perplexity']:.1f}, "

@@ -7,10 +7,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nlrepro.model import TeachConfig, build_model, model_config
-from nlrepro.model.config import ClipConfig
+from nlrepro.model.config import InContextConfig
+from nlrepro.model.lm import build_model
+from nlrepro.model.presets import model_config
 from nlrepro.train import distributed as D
-from nlrepro.train.config import TrainConfig
+from nlrepro.train.checkpoint import DataIdentity, RunConfig
+from nlrepro.train.config import TeachConfig, TrainConfig
 from nlrepro.train.loop import RunSpec, Trainer
 
 SMALL = {"preset": "tiny", "type": "hope", "d_model": 32, "n_layers": 2, "n_heads": 2,
@@ -23,12 +25,15 @@ def main(out: Path, steps: int, fsdp: bool = False) -> None:
     torch.set_num_threads(1)
     torch.manual_seed(0)
     teach = TeachConfig(warmup_steps=0, decay_start=None)
-    model = build_model(model_config(SMALL), 64, teach, ClipConfig(residual=4.0, inner=1.0), 1.0)
+    guards = InContextConfig(residual_clip=4.0, inner_clip=1.0, teach_clip=1.0)
+    model_cfg = model_config(SMALL)
+    model = build_model(model_cfg, 64, guards)
     rows = np.random.default_rng(0).integers(0, 64, size=(32, 33)).astype(np.uint16)
     cfg = TrainConfig(steps=steps, batch_size=4, lr=1.0e-2, warmup_steps=0, eval_every=10**6,
                       ckpt_every=10**6, nproc=info.world, fsdp=fsdp)
-    spec = RunSpec(train=cfg, teach=teach, teach_scale=0.5, grad_clip=1.0, seed=0, config={},
-                   out_dir=out, ckpt_path=out / "last.pt", final_path=out / "final.pt")
+    run = RunConfig(variant="hope", seed=0, model=model_cfg, in_context=guards, teach_scale=0.5,
+                    teach=teach, grad_clip=1.0, train=cfg, data=DataIdentity("0" * 64, 64, 33, 32))
+    spec = RunSpec(run=run, out_dir=out, ckpt_path=out / "last.pt", final_path=out / "final.pt")
     trainer = Trainer(spec, model, rows, rows[:4], info, D.wrap(model, info, fsdp))
     losses, seen = [], []
     for _ in range(steps):

@@ -10,12 +10,15 @@ import pyarrow as pa
 import torch
 from torch import nn
 
-from nlrepro.configlib import to_dict
 from nlrepro.data.synthetic import iter_documents
 from nlrepro.data.tokenizer import file_hash, train_tokenizer
 from nlrepro.io import write_table
-from nlrepro.model import ClipConfig, TeachConfig, build_model, model_config
+from nlrepro.model.config import InContextConfig
+from nlrepro.model.lm import build_model
+from nlrepro.model.presets import model_config
 from nlrepro.train import checkpoint as ckpt
+from nlrepro.train.checkpoint import DataIdentity, RunConfig
+from nlrepro.train.config import TeachConfig, TrainConfig
 
 SMALL = {"preset": "tiny", "d_model": 32, "n_layers": 2, "n_heads": 2, "mlp_width": 64,
          "memory": {"chunk": 8}, "selfmod": {"chunk": 8},
@@ -79,13 +82,12 @@ def write_project(root: Path, tokenizer, variant: str = "transformer", teach_sca
     cfg = model_config({**SMALL, "type": variant})
     torch.manual_seed(0)
     model = build_model(cfg, vocab)
-    config = {"variant": variant, "seed": 0, "teach_scale": teach_scale, "teach_clip": None,
-              "teach": to_dict(TeachConfig()), "clip": to_dict(ClipConfig()),
-              "model": to_dict(cfg), "train": {},
-              "data": {"tokenizer_sha256": file_hash(tok_dir / "tokenizer.json"),
-                       "vocab_size": vocab, "row_len": row_len, "train_rows": 1}}
-    ckpt.save(root / "models" / f"{variant}-s0.pt", model_state=model.state_dict(),
-              optimizer_state=None, step=3, teach_scale=teach_scale, config=config)
+    run = RunConfig(variant=variant, seed=0, model=cfg, in_context=InContextConfig(),
+                    teach_scale=teach_scale, teach=TeachConfig(), grad_clip=None,
+                    train=TrainConfig(),
+                    data=DataIdentity(file_hash(tok_dir / "tokenizer.json"), vocab, row_len, 1))
+    state = ckpt.TrainingState(model, None, ckpt.Progress(step=3, teach_scale=teach_scale))
+    state.save(root / "models" / f"{variant}-s0.pt", run, lineage={}, resumable=False)
 
 
 class CopyingLM(nn.Module):

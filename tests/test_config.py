@@ -2,7 +2,8 @@
 import pytest
 
 from conftest import REPO, smoke_params
-from nlrepro.config import Params, SyntheticSource, load_params
+from nlrepro.config import Params, load_params
+from nlrepro.data.config import SyntheticSource
 from nlrepro.configlib import ConfigError, parse
 
 

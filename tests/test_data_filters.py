@@ -1,7 +1,7 @@
 """Each filter rule on crafted input, exact and near dedup, normalisation, determinism."""
 import numpy as np
 
-from nlrepro.config import FilterConfig
+from nlrepro.data.config import FilterConfig
 from nlrepro.data.filters import (MinHasher, filter_documents, lsh_bands, normalize,
                                   stopword_fraction)
 

@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from nlrepro.config import FilterConfig, HFSource, LocalSource, SyntheticSource
+from nlrepro.data.config import FilterConfig, HFSource, LocalSource, SyntheticSource
 from nlrepro.data import shakespeare, synthetic
 from nlrepro.data.filters import filter_documents
 from nlrepro.data.sources import ingest_table, iter_hf, iter_local

@@ -2,7 +2,7 @@
 import numpy as np
 import pyarrow as pa
 
-from nlrepro.config import SplitConfig
+from nlrepro.data.config import SplitConfig
 from nlrepro.data import synthetic
 from nlrepro.data.shards import SPLITS, assign_splits, read_split, write_shards
 from nlrepro.data.tokenize import encode_documents, mixture_order, pack

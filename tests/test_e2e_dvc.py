@@ -102,7 +102,7 @@ def test_repro_trains_every_variant_with_logs_and_final_weights(clone):
         assert [json.loads(l)["step"] for l in log if '"train"' in l] == [1, 2, 3, 4]
         assert (clone / f"metrics/train/{run}/plots/metrics/train/loss.tsv").is_file()
         payload = torch.load(clone / f"models/{run}.pt", weights_only=False)
-        assert payload["config"]["variant"] == variant and payload["step"] == 4
+        assert payload["config"]["variant"] == variant and payload["progress"]["step"] == 4
         assert payload["config"]["seed"] == 0
     assert "update_norm/memory" in (clone / "metrics/train/hope-s0/log.jsonl").read_text()
 

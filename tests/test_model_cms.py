@@ -6,13 +6,15 @@ import math
 import torch
 import torch.nn.functional as F
 
-from nlrepro.model import ClipConfig, CMSConfig, CMSLevel, MemoryConfig, ModelConfig, SelfModConfig, TeachConfig, build_model
+
+from nlrepro.model.config import CMSConfig, CMSLevel, InContextConfig, MemoryConfig, ModelConfig, SelfModConfig
+from nlrepro.model.lm import build_model
 from nlrepro.model.cms import CMSState, ContinuumMemory
 from nlrepro.model.inner import InnerContext
 
 
 def context(scale: float = 1.0) -> InnerContext:
-    return InnerContext(scale, TeachConfig(), ClipConfig(), None, detach=False)
+    return InnerContext(scale, InContextConfig(), detach=False)
 
 
 def test_cms_level_changes_its_fast_weights_exactly_at_multiples_of_its_chunk():
@@ -111,7 +113,7 @@ def test_retention_pulls_the_fast_weights_back_toward_the_slow_ones():
     g = torch.Generator().manual_seed(2)
     z = torch.randn(1, 4, 3, dtype=torch.float64, generator=g)
     u = torch.randn(1, 4, 3, dtype=torch.float64, generator=g)
-    ctx = InnerContext(1.0, TeachConfig(levels={"cms0": s}), ClipConfig(), None, detach=False)
+    ctx = InnerContext(1.0, InContextConfig(levels={"cms0": s}), detach=False)
     w0 = cms.levels[0].w1.detach()
     state = cms.initial_state()
     expect = w0
@@ -138,6 +140,6 @@ def test_cms_update_waits_for_the_chunk_boundary_and_scales_per_level():
     assert state.weights[0][0].shape[0] == 1 and torch.equal(state.weights[0][0][0], cms.levels[0].w1)
     _, state = cms(z[:, 2:], state, context())
     full = cms.absorb(state, u[:, 2:], 4, context()).weights[0][0]
-    half_ctx = InnerContext(1.0, TeachConfig(levels={"cms0": 0.5}), ClipConfig(), None, detach=False)
+    half_ctx = InnerContext(1.0, InContextConfig(levels={"cms0": 0.5}), detach=False)
     half = cms.absorb(state, u[:, 2:], 4, half_ctx).weights[0][0]
     torch.testing.assert_close(half - cms.levels[0].w1, 0.5 * (full - cms.levels[0].w1), rtol=1e-12, atol=1e-15)

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nlrepro.model.config import ClipConfig, MemoryConfig, TeachConfig
+from nlrepro.model.config import InContextConfig, MemoryConfig
 from nlrepro.model.inner import InnerContext
 from nlrepro.model.layers import l2_normalize, split_heads
 from nlrepro.model.memory import NeuralMemory
@@ -25,7 +25,7 @@ def memory_module(chunk: int, depth: int) -> NeuralMemory:
 
 
 def context(scale: float = 1.0) -> InnerContext:
-    return InnerContext(scale, TeachConfig(), ClipConfig(), None, detach=False)
+    return InnerContext(scale, InContextConfig(), detach=False)
 
 
 def run_module(memory: NeuralMemory, x: torch.Tensor, step: int, scale: float = 1.0):
@@ -104,7 +104,7 @@ def test_memory_moves_with_the_teach_scale_and_not_at_zero():
 def test_inner_clip_bounds_each_committed_update():
     memory = memory_module(4, 2)
     x = torch.randn(BATCH, LENGTH, DIM, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
-    ctx = InnerContext(1.0, TeachConfig(), ClipConfig(inner=1e-3), None, detach=False)
+    ctx = InnerContext(1.0, InContextConfig(inner_clip=1e-3), detach=False)
     state = memory.initial_state()
     _, state = memory(x[:, :4], state, 0, ctx)
     for w, w0 in zip(state.lmm.read, memory.mlp.weights):

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from nlrepro.configlib import ConfigError
-from nlrepro.model import PRESETS, build_model, model_config, preset_config
+from nlrepro.model.lm import build_model
+from nlrepro.model.presets import PRESETS, model_config, preset_config
 from nlrepro.model.config import base_chunk
 
 VARIANTS = ("transformer", "titan", "hope")

@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nlrepro.model import ClipConfig, CMSConfig, CMSLevel, MemoryConfig, ModelConfig, SelfModConfig, build_model
+from nlrepro.model.config import CMSConfig, CMSLevel, InContextConfig, MemoryConfig, ModelConfig, SelfModConfig
+from nlrepro.model.lm import build_model
 from nlrepro.model.combine import MixerState
 from nlrepro.model.memory import NeuralMemoryState
 from nlrepro.model.self_modifying import SelfModState
@@ -29,10 +30,10 @@ def tiny_config(variant: str, **overrides) -> ModelConfig:
     return ModelConfig(**fields)
 
 
-def tiny_model(variant: str, seed: int = 0, clip: ClipConfig | None = None, teach_clip=None, **overrides):
+def tiny_model(variant: str, seed: int = 0, guards: InContextConfig | None = None, **overrides):
     """A float64 model whose in-context updates are strong enough to see."""
     torch.manual_seed(seed)
-    model = build_model(tiny_config(variant, **overrides), VOCAB, clip=clip, teach_clip=teach_clip).double()
+    model = build_model(tiny_config(variant, **overrides), VOCAB, guards).double()
     with torch.no_grad():
         for module in model.modules():
             if hasattr(module, "to_gates"):
@@ -188,8 +189,8 @@ def test_outer_gradients_reach_initial_weights_projections_and_gates_through_the
 def test_clipping_is_the_same_in_train_and_eval_mode(variant):
     """clip.residual bounds the RMS of the gated memory branch (what W_o reads when there
     is no attention) and of the CMS output; every guard reports how often it bound."""
-    clip = ClipConfig(residual=1e-5, inner=0.01)
-    model = tiny_model(variant, clip=clip, teach_clip=1e-4, attention="none")
+    guards = InContextConfig(residual_clip=1e-5, inner_clip=0.01, teach_clip=1e-4)
+    model = tiny_model(variant, guards=guards, attention="none")
     branch, ffn = [], []
     model.blocks[0].mixer.out.register_forward_pre_hook(lambda m, i: branch.append(i[0].pow(2).mean(-1).sqrt().max()))
     model.blocks[0].ffn.register_forward_hook(lambda m, i, o: ffn.append(o[0].pow(2).mean(-1).sqrt().max()))

@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from nlrepro.model.config import ClipConfig, MemoryConfig, SelfModConfig, TeachConfig
+from nlrepro.model.config import InContextConfig, MemoryConfig, SelfModConfig
 from nlrepro.model.inner import InnerContext
 from nlrepro.model.layers import l2_normalize
 from nlrepro.model.self_modifying import SelfModifyingMemory, delta_rule_write
@@ -90,7 +90,7 @@ def test_module_projections_follow_the_rule_token_by_token(rule):
     module.reset_gates()
     with torch.no_grad():
         module.gate_bias.copy_(f64([[0.0, -0.5], [1.0, 2.0]]))
-    ctx = InnerContext(0.8, TeachConfig(levels={"selfmod": 0.5}), ClipConfig(), None, detach=False)
+    ctx = InnerContext(0.8, InContextConfig(levels={"selfmod": 0.5}), detach=False)
     scale = 0.8 * 0.5
     x = torch.randn(1, 6, dim, dtype=torch.float64)
     state = module.initial_state()

@@ -13,10 +13,12 @@ import torch
 
 from nlrepro.data.shakespeare import iter_documents
 from nlrepro.eval.icl import stream_stability
-from nlrepro.model import ClipConfig, build_model, preset_config
+from nlrepro.model.config import InContextConfig
+from nlrepro.model.lm import build_model
+from nlrepro.model.presets import preset_config
 
 STREAM = 16384
-NO_GUARDS = ClipConfig(residual=None, inner=None, grad_norm=None)
+NO_GUARDS = InContextConfig(residual_clip=None, inner_clip=None, teach_clip=None)
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +33,7 @@ def text_stream() -> np.ndarray:
 
 def stream_report(variant: str, stream: np.ndarray, **overrides) -> dict:
     torch.manual_seed(0)
-    model = build_model(preset_config("tiny", variant, **overrides), 256, clip=NO_GUARDS, teach_clip=None)
+    model = build_model(preset_config("tiny", variant, **overrides), 256, NO_GUARDS)
     return stream_stability(model.eval(), stream, teach_scale=1.0, stream_chunk=256)
 
 

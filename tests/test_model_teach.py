@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from nlrepro.model import CMSConfig, CMSLevel, MemoryConfig, ModelConfig, SelfModConfig, build_model
+from nlrepro.model.config import CMSConfig, CMSLevel, InContextConfig, MemoryConfig, ModelConfig, SelfModConfig
+from nlrepro.model.lm import build_model
 from nlrepro.model.layers import RMSNorm
 from nlrepro.model.teach import teach_signal, teach_update_signal
 
@@ -45,7 +46,7 @@ def test_the_model_teaches_its_cms_with_each_tokens_next_token_loss():
                       memory=MemoryConfig(chunk=4), selfmod=SelfModConfig(chunk=4),
                       cms=CMSConfig(levels=(CMSLevel(chunk=4, width=8, lr=0.3), CMSLevel(chunk=None, width=8))))
     torch.manual_seed(0)
-    model = build_model(cfg, 32, teach_clip=0.5).double()
+    model = build_model(cfg, 32, InContextConfig(teach_clip=0.5)).double()
     x = torch.randint(0, 32, (2, 8), generator=torch.Generator().manual_seed(1))
     _, first = model.step(x[:, :4], model.initial_state(), teach_scale=0.7)
     _, second = model.step(x[:, 4:], first, teach_scale=0.7)

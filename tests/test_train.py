@@ -10,10 +10,12 @@ import torch
 
 from conftest import smoke_params
 from nlrepro.errors import NLReproError
-from nlrepro.model import TeachConfig, build_model, model_config
-from nlrepro.model.config import ClipConfig
+from nlrepro.model.config import InContextConfig
+from nlrepro.model.lm import build_model
+from nlrepro.model.presets import model_config
 from nlrepro.train import checkpoint as ckpt
-from nlrepro.train.config import TrainConfig
+from nlrepro.train.checkpoint import DataIdentity, RunConfig
+from nlrepro.train.config import TeachConfig, TrainConfig
 from nlrepro.train.data import TrainBatches
 from nlrepro.train.loop import RunSpec, Trainer
 from nlrepro.train.schedule import TeachSchedule, lr_at
@@ -60,15 +62,18 @@ def _trainer(tmp_path, variant="hope", steps=6, ckpt_every=2, max_skips=3, rows=
     torch.manual_seed(0)
     cfg = model_config({**SMALL, "type": variant})
     teach = TeachConfig(warmup_steps=2, decay_start=4, decay_steps=2, floor=0.5)
-    model = build_model(cfg, VOCAB, teach, ClipConfig(residual=4.0, inner=1.0), teach_clip=1.0)
-    tcfg = TrainConfig(steps=steps, batch_size=4, lr=1.0e-2, warmup_steps=2, eval_every=3,
-                       eval_batches=1, log_every=1, ckpt_every=ckpt_every, max_skips=max_skips,
-                       **train)
+    guards = InContextConfig(residual_clip=4.0, inner_clip=1.0, teach_clip=1.0)
+    model = build_model(cfg, VOCAB, guards)
+    tcfg = TrainConfig(**{"steps": steps, "batch_size": 4, "lr": 1.0e-2, "warmup_steps": 2,
+                          "eval_every": 3, "eval_batches": 1, "log_every": 1,
+                          "ckpt_every": ckpt_every, "max_skips": max_skips, **train})
     if rows is None:
         rows = np.random.default_rng(0).integers(0, VOCAB, size=(24, 33)).astype(np.uint16)
-    spec = RunSpec(train=tcfg, teach=teach, teach_scale=0.5, grad_clip=1.0, seed=0,
-                   config={"variant": variant, "steps": steps}, out_dir=tmp_path / "out",
-                   ckpt_path=tmp_path / "last.pt", final_path=tmp_path / "final.pt")
+    run = RunConfig(variant=variant, seed=0, model=cfg, in_context=guards, teach_scale=0.5,
+                    teach=teach, grad_clip=1.0, train=tcfg,
+                    data=DataIdentity("0" * 64, VOCAB, rows.shape[1], len(rows)))
+    spec = RunSpec(run=run, out_dir=tmp_path / "out", ckpt_path=tmp_path / "last.pt",
+                   final_path=tmp_path / "final.pt")
     return Trainer(spec, model, rows, rows[:4])
 
 
@@ -91,16 +96,20 @@ def test_kill_and_resume_ends_with_exactly_the_uninterrupted_parameters(tmp_path
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    assert resumed.teach_in_force == full.teach_in_force
+    assert resumed.progress == full.progress
 
 
 def test_checkpoint_of_another_config_is_refused(tmp_path):
     t = _trainer(tmp_path)
     t.run(until=2)
     other = _trainer(tmp_path, steps=7)
-    with pytest.raises(NLReproError, match=r"trained with another config \(first difference at steps\)"):
+    with pytest.raises(NLReproError, match=r"trained with another config \(first difference at train.steps\)"):
         other.resume(tmp_path / "last.pt")
-    assert ckpt.load(tmp_path / "last.pt", {"variant": "hope", "steps": 6})["step"] == 2
+    assert ckpt.load(tmp_path / "last.pt", t.spec.run)["progress"]["step"] == 2
+    # Knobs that never change the weights (logging, validation, checkpoint cadence) are
+    # not part of the run's identity: changing them resumes the same run.
+    chatty = _trainer(tmp_path, ckpt_every=1, log_every=2)
+    assert chatty.spec.run.hash() == t.spec.run.hash() and chatty.resume(tmp_path / "last.pt")
 
 
 def test_final_weights_load_strictly(tmp_path):
@@ -132,12 +141,12 @@ def test_a_non_finite_step_is_skipped_and_counted(tmp_path):
     handle = _poison(t.model.blocks[1].ffn, lambda: t.step == 0)
     metrics = t.train_step()
     assert metrics["skipped"] and not math.isfinite(metrics["loss"])
-    assert t.skips.total == 1 and t.nonfinite_seen
+    assert t.progress.skipped_steps == 1 and t.progress.nonfinite_seen
     after = _params(t)
     assert all(torch.equal(before[k], after[k]) for k in before)  # no optimiser step
     t.run()
     handle.remove()
-    assert t.skips.total == 1 and t.step == 4
+    assert t.progress.skipped_steps == 1 and t.step == 4
     assert all(torch.isfinite(v).all() for v in _params(t).values())
 
 

@@ -1,141 +1,25 @@
-"""The one typed config of nlrepro, read from params.yaml and validated once at start.
+"""params.yaml as one typed object: the packages' own sections, assembled and checked
+against each other.
 
-Sections mirror params.yaml; every field's comment there says what it does. Stages call
-``load_params()`` and read only their own section (dvc.yaml lists the keys per stage).
+Each package owns its section's dataclasses (``data.config``, ``model.config``,
+``train.config``, ``eval.config``, ``report.config``); this module only puts them together
+and adds the constraints that span sections. Nothing in the library imports it: stages
+call ``load_params()`` and pass each library function its own section. Importing it does
+not import torch.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Optional
 
-import yaml
-
-from nlrepro.configlib import ConfigError, parse, rng, to_dict
-from nlrepro.errors import NLReproError
+from nlrepro.configlib import ConfigError, digest, parse, read_yaml, rng
+from nlrepro.data.config import DataConfig
 from nlrepro.eval.config import MIN_WINDOW, EvalConfig
-from nlrepro.model.config import ClipConfig, ModelConfig, TeachConfig
+from nlrepro.model.config import VARIANTS, InContextConfig, ModelConfig, check_levels
 from nlrepro.model.presets import deep_merge, model_config
 from nlrepro.report.config import GateConfig, ReportConfig
-from nlrepro.train.config import VARIANTS, TrainConfig
-
-
-# --- data sources (tagged by `type`) -------------------------------------------------
-
-@dataclass(frozen=True)
-class ShakespeareSource:
-    type: Literal["shakespeare"]
-    weight: float = field(default=1.0, metadata=rng(0.0, 100.0))
-    limit: Optional[int] = field(default=None, metadata=rng(1, None))
-    unit: Literal["scene", "play"] = "scene"
-
-
-@dataclass(frozen=True)
-class SyntheticSource:
-    type: Literal["synthetic"]
-    weight: float = field(default=1.0, metadata=rng(0.0, 100.0))
-    num_docs: int = field(default=400, metadata=rng(1, 10_000_000))
-    kinds: tuple[Literal["passkey", "kv_recall"], ...] = ("passkey", "kv_recall")
-    distances: tuple[int, ...] = field(default=(32, 128, 512), metadata=rng(0, 1_000_000))
-    num_pairs: int = field(default=8, metadata=rng(1, 256))
-
-    def validate(self, path: str) -> None:
-        if not self.kinds:
-            raise ConfigError(f"{path}.kinds: at least one kind is required")
-        if not self.distances:
-            raise ConfigError(f"{path}.distances: at least one distance is required")
-
-
-@dataclass(frozen=True)
-class HFSource:
-    type: Literal["hf"]
-    path: str = ""
-    name: Optional[str] = None
-    split: str = "train"
-    text_field: str = "text"
-    limit: int = field(default=10_000, metadata=rng(1, None))
-    revision: Optional[str] = None
-    weight: float = field(default=1.0, metadata=rng(0.0, 100.0))
-
-    def validate(self, path: str) -> None:
-        if not self.path:
-            raise ConfigError(f"{path}.path: a dataset id or local directory is required")
-
-
-@dataclass(frozen=True)
-class LocalSource:
-    type: Literal["local"]
-    paths: tuple[str, ...] = ()
-    format: Literal["txt", "jsonl", "parquet"] = "jsonl"
-    text_field: str = "text"
-    limit: Optional[int] = field(default=None, metadata=rng(1, None))
-    weight: float = field(default=1.0, metadata=rng(0.0, 100.0))
-
-    def validate(self, path: str) -> None:
-        if not self.paths:
-            raise ConfigError(f"{path}.paths: at least one file or glob is required")
-
-
-Source = Union[ShakespeareSource, SyntheticSource, HFSource, LocalSource]
-
-
-# --- data stages -----------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class FilterConfig:
-    min_chars: int = field(default=200, metadata=rng(0, None))
-    max_chars: int = field(default=1_000_000, metadata=rng(1, None))
-    min_alpha_frac: float = field(default=0.6, metadata=rng(0.0, 1.0))
-    min_stopword_frac: float = field(default=0.05, metadata=rng(0.0, 1.0))
-    near_dup_threshold: Optional[float] = field(default=0.8, metadata=rng(0.0, 1.0))
-    shingle_words: int = field(default=5, metadata=rng(1, 64))
-    num_perm: int = field(default=128, metadata=rng(8, 4096))
-
-    def validate(self, path: str) -> None:
-        if self.max_chars < self.min_chars:
-            raise ConfigError(f"{path}.max_chars: must be >= min_chars ({self.min_chars})")
-
-
-@dataclass(frozen=True)
-class SplitConfig:
-    val_frac: float = field(default=0.05, metadata=rng(0.0, 0.5))
-    test_frac: float = field(default=0.05, metadata=rng(0.0, 0.5))
-
-
-@dataclass(frozen=True)
-class ShardConfig:
-    docs_per_shard: int = field(default=256, metadata=rng(1, None))
-
-
-@dataclass(frozen=True)
-class TokenizerConfig:
-    vocab_size: int = field(default=4096, metadata=rng(264, 65536))
-    min_frequency: int = field(default=2, metadata=rng(1, None))
-    sample_chars: int = field(default=50_000_000, metadata=rng(1000, None))
-
-
-@dataclass(frozen=True)
-class TokenizeConfig:
-    row_len: int = field(default=257, metadata=rng(2, 1_048_576))
-    batch_docs: int = field(default=256, metadata=rng(1, None))
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    sources: dict[str, Source] = field(default_factory=dict)
-    filter: FilterConfig = FilterConfig()
-    split: SplitConfig = SplitConfig()
-    shard: ShardConfig = ShardConfig()
-    tokenizer: TokenizerConfig = TokenizerConfig()
-    tokenize: TokenizeConfig = TokenizeConfig()
-
-    def validate(self, path: str) -> None:
-        if not self.sources:
-            raise ConfigError(f"{path}.sources: at least one source is required")
-        if self.split.val_frac + self.split.test_frac >= 1.0:
-            raise ConfigError(f"{path}.split: val_frac + test_frac must be < 1")
+from nlrepro.train.config import ClipConfig, TeachConfig, TrainConfig, in_context
 
 
 @dataclass(frozen=True)
@@ -181,29 +65,19 @@ class Params:
             if not isinstance(keys, dict) or "type" in keys:
                 raise ConfigError(f"model.variants.{name}: expected a mapping of model keys other than type")
         cfg = model_config(deep_merge({**raw, "type": variant}, per_variant.get(variant) or {}))
-        if variant == "hope":
-            n = len(cfg.cms.levels)
-            for key in self.teach.levels:
-                if key.startswith("cms") and int(key[3:]) >= n:
-                    raise ConfigError(f"teach.levels.{key}: the hope model has {n} CMS levels")
+        check_levels(self.teach.levels, "teach", cfg)
         return cfg
+
+    def in_context(self) -> InContextConfig:
+        """What the model reads of ``teach``, ``clip`` and ``teach_clip``."""
+        return in_context(self.teach, self.clip, self.teach_clip)
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Read and validate params.yaml; any problem is one ``ConfigError`` line."""
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise NLReproError(f"{path}: params file not found") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark else ""
-        raise NLReproError(f"{path}: not valid YAML{where}") from None
-    return parse(Params, raw)
+    return parse(Params, read_yaml(path))
 
 
-def section_hash(obj) -> str:
-    """Stable short hash of a config section, for lineage records."""
-    blob = json.dumps(to_dict(obj), sort_keys=True).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
+def params_hash(params: Params) -> str:
+    """Lineage hash of the whole params file (``configlib.digest``)."""
+    return digest(params)

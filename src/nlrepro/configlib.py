@@ -13,10 +13,15 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
+import json
 import math
 import types
 import typing
+from pathlib import Path
 from typing import Any, Literal, Union
+
+import yaml
 
 from nlrepro.errors import NLReproError
 
@@ -179,3 +184,32 @@ def to_dict(obj: Any) -> Any:
 def rng(lo: float | None = None, hi: float | None = None) -> dict:
     """Field metadata for an inclusive range check."""
     return {"range": (lo, hi)}
+
+
+def digest(obj: Any) -> str:
+    """The one config hash: SHA-256 of the sorted-key JSON of ``to_dict(obj)``, 16 hex
+    digits. It names run directories and records lineage (params, eval section, run)."""
+    blob = json.dumps(to_dict(obj), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def read_yaml(path: str | Path) -> Any:
+    """A params file's raw mapping; a missing file or a YAML error is one line."""
+    path = Path(path)
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise NLReproError(f"{path}: params file not found") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise NLReproError(f"{path}: not valid YAML{where}") from None
+
+
+def load_section(cls: type, key: str, path: str | Path = "params.yaml") -> Any:
+    """One top-level section of a params file, typed as ``cls`` (for tools that need only
+    their own section; the pipeline's stages validate the whole file)."""
+    raw = read_yaml(path) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return parse(cls, raw.get(key), key)

@@ -152,10 +152,7 @@ class NLReproLM(LM):
                                "is required")
         ckpt_path, tok_path = Path(str(checkpoint)), Path(str(tokenizer))
         loaded = load_checkpoint_model(ckpt_path, tok_path)  # whichever variant it holds
-        variant = loaded.payload["config"].get("variant")
-        if not isinstance(variant, str):
-            raise NLReproError(f"{ckpt_path}: checkpoint config names no model variant")
-        row_len = int(loaded.payload["config"]["data"]["row_len"])
+        variant, row_len = loaded.run.variant, loaded.run.data.row_len
 
         self._device = _device(device)
         model = loaded.model
@@ -167,7 +164,7 @@ class NLReproLM(LM):
         model = model.to(self._device).eval()
 
         if teach_scale in (None, ""):
-            scale = float(loaded.payload["teach_scale"])
+            scale = float(loaded.teach_scale)
         else:
             try:
                 scale = float(teach_scale)
@@ -187,7 +184,7 @@ class NLReproLM(LM):
             "nlrepro_checkpoint_sha256": loaded.checkpoint_sha256,
             "nlrepro_tokenizer_sha256": loaded.tokenizer_sha256,
             "nlrepro_variant": variant,
-            "nlrepro_step": loaded.payload.get("step"),
+            "nlrepro_step": loaded.step,
             "nlrepro_teach_scale": scale,
             "nlrepro_max_len": window,
             "nlrepro_stream_chunk": self.scorer.stream_chunk,

@@ -17,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from nlrepro.config import FilterConfig
+from nlrepro.data.config import FilterConfig
 
 RULES = ("too_short", "too_long", "low_alpha", "not_english", "exact_dup", "near_dup")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from nlrepro.config import SplitConfig
+from nlrepro.data.config import SplitConfig
 from nlrepro.errors import NLReproError
 from nlrepro.io import read_table, write_table
 

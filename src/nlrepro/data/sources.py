@@ -14,7 +14,7 @@ from typing import Iterable, Iterator
 
 import pyarrow as pa
 
-from nlrepro.config import HFSource, LocalSource, ShakespeareSource, Source, SyntheticSource
+from nlrepro.data.config import HFSource, LocalSource, ShakespeareSource, Source, SyntheticSource
 from nlrepro.data import shakespeare, synthetic
 from nlrepro.errors import NLReproError
 

@@ -25,8 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nlrepro.model import NestedLM
-from nlrepro.model.config import ClipConfig
+from nlrepro.model.lm import NestedLM
 from nlrepro.model.inner import UpdateStats
 
 
@@ -42,17 +41,20 @@ def mechanisms(model: NestedLM) -> list[str]:
 
 @contextlib.contextmanager
 def overridden(model: NestedLM, levels: Optional[dict[str, float]] = None,
-               clip: Optional[ClipConfig] = None) -> Iterator[None]:
-    """Run the model with ``teach.levels`` entries and/or clips replaced, then restore."""
-    teach, old_clip = model.teach, model.clip
+               guards_off: bool = False) -> Iterator[None]:
+    """Run the model with ``teach.levels`` entries replaced and/or its residual and inner
+    clips off, then restore its ``InContextConfig``."""
+    saved = model.in_context
+    changed = saved
     if levels:
-        model.teach = dataclasses.replace(teach, levels={**teach.levels, **levels})
-    if clip is not None:
-        model.clip = clip
+        changed = dataclasses.replace(changed, levels={**changed.levels, **levels})
+    if guards_off:
+        changed = dataclasses.replace(changed, inner_clip=None, residual_clip=None)
+    model.in_context = changed
     try:
         yield
     finally:
-        model.teach, model.clip = teach, old_clip
+        model.in_context = saved
 
 
 @torch.no_grad()
@@ -137,8 +139,7 @@ def stream_stability(model: NestedLM, stream: np.ndarray, teach_scale: float, st
     to their start: the extremes along the stream and at its end."""
     device = next(model.parameters()).device
     tokens = torch.as_tensor(stream.astype(np.int64), device=device)[None]
-    no_guards = dataclasses.replace(model.clip, inner=None, residual=None)
-    with overridden(model, clip=no_guards):
+    with overridden(model, guards_off=True):
         state = model.initial_state()
         start = fast_weight_norms(model, state)
         lo_ratio = {k: 1.0 for k in start}

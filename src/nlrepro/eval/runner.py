@@ -1,9 +1,10 @@
-"""One variant's evaluation: load the checkpoint strictly, score the offline suite and the
+"""One run's evaluation: load the checkpoint strictly, score the offline suite and the
 configured zero-shot tasks, and assemble the result with its lineage.
 
-``evaluate_variant`` returns the summary (``metrics/eval/<variant>.json``) and the
-per-example records of every task (``metrics/eval/<variant>/<task>.jsonl``);
-``write_results`` writes both atomically.
+``evaluate_run`` returns the summary (``metrics/eval/<run>.json``) and the per-example
+records of every task (``metrics/eval/<run>/<task>.jsonl``); ``write_results`` writes both
+atomically. The stage passes every path in (``EvalPaths``); nothing here knows the
+pipeline's file layout.
 """
 from __future__ import annotations
 
@@ -19,8 +20,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
-from nlrepro.config import Params, section_hash
-from nlrepro.configlib import ConfigError, parse
+from nlrepro.configlib import digest
 from nlrepro.data.tokenizer import EOS, file_hash, load_tokenizer
 from nlrepro.errors import NLReproError
 from nlrepro.eval.config import EvalConfig
@@ -37,48 +37,47 @@ from nlrepro.eval.passkey import evaluate_passkey
 from nlrepro.eval.scorer import ModelScorer
 from nlrepro.eval.tasks import TaskData, load_task
 from nlrepro.io import atomic_dir, write_json
-from nlrepro.model import ClipConfig, ModelConfig, NestedLM, TeachConfig, build_model
+from nlrepro.model.lm import NestedLM
 from nlrepro.progress import Progress
-from nlrepro.train import checkpoint
-from nlrepro.train.config import run_name
+from nlrepro.train.checkpoint import RunConfig, model_from_checkpoint
 
 
 @dataclass
 class LoadedModel:
     model: NestedLM
     tokenizer: Any
-    payload: dict
+    run: RunConfig
+    teach_scale: float               # in force when training ended
+    step: int
     checkpoint_sha256: str
+    config_hash: str
     tokenizer_sha256: str
+
+
+@dataclass(frozen=True)
+class EvalPaths:
+    """Where one run's evaluation reads: the checkpoint, the tokenizer it was trained with,
+    and the shard directory holding the held-out splits."""
+    checkpoint: Path
+    tokenizer: Path
+    shards: Path
 
 
 def load_checkpoint_model(ckpt_path: Path, tokenizer_path: Path,
                           variant: Optional[str] = None, seed: Optional[int] = None
                           ) -> LoadedModel:
-    """The model of a training checkpoint, rebuilt from the config stored in it and loaded
-    strictly; the tokenizer must be the one it was trained with. ``variant`` and ``seed``,
-    when given, must be the checkpoint's (None: whichever it holds)."""
-    payload = checkpoint.load(ckpt_path)
-    config = payload["config"]
-    if variant is not None and config.get("variant", variant) != variant:
-        raise NLReproError(f"{ckpt_path}: holds a {config['variant']} model, not {variant}")
-    if seed is not None and config.get("seed", seed) != seed:
-        raise NLReproError(f"{ckpt_path}: was trained with seed {config['seed']}, not {seed}")
-    try:
-        model_cfg = parse(ModelConfig, config["model"], "checkpoint.model")
-        teach = parse(TeachConfig, config["teach"], "checkpoint.teach")
-        clip = parse(ClipConfig, config["clip"], "checkpoint.clip")
-    except (KeyError, ConfigError) as exc:
-        raise NLReproError(f"{ckpt_path}: checkpoint config is not usable ({exc})") from None
+    """The model of a training checkpoint (``model_from_checkpoint``) and its tokenizer,
+    which must be the one it was trained with. ``variant`` and ``seed``, when given, must
+    be the checkpoint's (None: whichever it holds)."""
+    loaded = model_from_checkpoint(ckpt_path, variant, seed)
+    run = loaded.run
     tokenizer = load_tokenizer(tokenizer_path)
     tok_sha = file_hash(tokenizer_path)
-    if tok_sha != config["data"]["tokenizer_sha256"]:
+    if tok_sha != run.data.tokenizer_sha256:
         raise NLReproError(f"{tokenizer_path}: not the tokenizer {ckpt_path} was trained with "
-                           f"(sha256 {tok_sha[:12]} != {config['data']['tokenizer_sha256'][:12]})")
-    model = build_model(model_cfg, config["data"]["vocab_size"], teach, clip, config["teach_clip"])
-    checkpoint.load_model_state(model, payload["model"], ckpt_path)
-    model.eval()
-    return LoadedModel(model, tokenizer, payload, file_hash(ckpt_path), tok_sha)
+                           f"(sha256 {tok_sha[:12]} != {run.data.tokenizer_sha256[:12]})")
+    return LoadedModel(loaded.model, tokenizer, run, loaded.progress.teach_scale,
+                       loaded.progress.step, loaded.sha256, loaded.config_hash, tok_sha)
 
 
 def load_zero_shot(cfg: EvalConfig) -> dict[str, TaskData]:
@@ -166,33 +165,29 @@ def run_icl(scorer: ModelScorer, val_docs, cfg: EvalConfig, label: str) -> dict:
     return out
 
 
-def evaluate_variant(variant: str, params: Params, root: Path = Path("."),
-                     seed: Optional[int] = None
-                     ) -> tuple[dict[str, Any], dict[str, list[dict]]]:
-    """One run (variant, training seed; default the first of ``train.seeds``). Sampling of
-    the evaluation items follows the top-level ``seed``, so every run sees the same items
-    and seeds can be compared pairwise."""
-    cfg = params.eval
-    seed = params.train.seeds[0] if seed is None else seed
+def evaluate_run(cfg: EvalConfig, paths: EvalPaths, variant: str, seed: int,
+                 sample_seed: int, params_hash: str
+                 ) -> tuple[dict[str, Any], dict[str, list[dict]]]:
+    """One run (variant, training seed). Sampling of the evaluation items follows
+    ``sample_seed`` (the top-level ``seed``), so every run sees the same items and seeds can
+    be compared pairwise; ``params_hash`` goes into the lineage."""
     start = time.monotonic()
     tasks = load_zero_shot(cfg)
-    ckpt_path = root / "models" / f"{run_name(variant, seed)}.pt"
-    loaded = load_checkpoint_model(ckpt_path, root / "data/tokenizer/tokenizer.json", variant,
-                                   seed)
-    docs = heldout_documents(root / "data/shards", cfg.sources)
+    ckpt_path = paths.checkpoint
+    loaded = load_checkpoint_model(ckpt_path, paths.tokenizer, variant, seed)
+    docs = heldout_documents(paths.shards, cfg.sources)
 
-    data_cfg = loaded.payload["config"]["data"]
-    max_len = cfg.max_len or data_cfg["row_len"] - 1
+    max_len = cfg.max_len or loaded.run.data.row_len - 1
     if cfg.teach_scale is not None:
         teach_scale, teach_source = cfg.teach_scale, "eval.teach_scale"
     else:
-        teach_scale, teach_source = float(loaded.payload["teach_scale"]), "checkpoint"
+        teach_scale, teach_source = float(loaded.teach_scale), "checkpoint"
     scorer = ModelScorer(loaded.model, loaded.tokenizer, teach_scale, max_len, cfg.batch_size,
                          cfg.stream_chunk)
 
-    offline, records, hashes, seconds = run_offline(scorer, docs, cfg, params.seed, variant)
+    offline, records, hashes, seconds = run_offline(scorer, docs, cfg, sample_seed, variant)
     start_icl = time.monotonic()
-    val_docs = heldout_documents(root / "data/shards", cfg.sources, split="val")
+    val_docs = heldout_documents(paths.shards, cfg.sources, split="val")
     icl = run_icl(scorer, val_docs, cfg, variant)
     hashes["icl"] = documents_sha256(val_docs)
     seconds["icl"] = time.monotonic() - start_icl
@@ -216,10 +211,9 @@ def evaluate_variant(variant: str, params: Params, root: Path = Path("."),
         "icl": icl,
         "zero_shot": zero_shot,
         "lineage": {
-            "checkpoint": {"path": str(ckpt_path.relative_to(root)), "sha256": loaded.checkpoint_sha256,
-                           "step": loaded.payload.get("step"),
-                           "config_hash": loaded.payload.get("config_hash")},
-            "params_hash": {"eval": section_hash(cfg), "params": section_hash(params)},
+            "checkpoint": {"path": str(ckpt_path), "sha256": loaded.checkpoint_sha256,
+                           "step": loaded.step, "config_hash": loaded.config_hash},
+            "params_hash": {"eval": digest(cfg), "params": params_hash},
             "tokenizer_sha256": loaded.tokenizer_sha256,
             "test_split_sha256": documents_sha256(docs),
             "task_data_sha256": hashes,
@@ -227,7 +221,7 @@ def evaluate_variant(variant: str, params: Params, root: Path = Path("."),
                              **{name: data.source for name, data in tasks.items()}},
             "samples": {name: len(rs) for name, rs in records.items()},
             "git_commit": git_commit(),
-            "seed": params.seed,
+            "seed": sample_seed,
             "teach_scale": teach_scale,
             "teach_scale_source": teach_source,
             "attention": loaded.model.cfg.attention,

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from nlrepro.data.tokenizer import EOS
 from nlrepro.eval.requests import encode_pair, rolling_windows, truncate_left
-from nlrepro.model import ModelState, NestedLM
+from nlrepro.model.lm import ModelState, NestedLM
 
 TokenPair = tuple[list[int], list[int]]  # (context ids, continuation ids)
 

@@ -106,7 +106,7 @@ class ContinuumMemory(nn.Module):
                     grad = swiglu_inner_grad(weights[i], acts, u)
                 accum[i] = grad if accum[i] is None else tuple(s + g for s, g in zip(accum[i], grad))
             if end_pos % chunk == 0 and accum[i] is not None:
-                step = -self.lrs[i] * ctx.teach.multiplier(f"cms{i}")
+                step = -self.lrs[i] * ctx.config.multiplier(f"cms{i}")
                 keep = self.retentions[i] ** ctx.scale(f"cms{i}")
                 level = self.levels[i]
                 slow = (level.w1, level.w3, level.w2)

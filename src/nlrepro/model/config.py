@@ -1,17 +1,26 @@
-"""Typed configs of the model family (params.yaml keys `model`, `teach`, `clip`).
+"""Typed configs of the model family: ``ModelConfig`` (params.yaml key ``model``) and
+``InContextConfig``, the part of ``teach``, ``clip`` and ``teach_clip`` the model reads.
 
-Every field has a default and a comment; ranges are inclusive (None = open bound) and are
-checked by the project's loader (``nlrepro.configlib.parse``), which also calls each
-``validate``. The defaults are the ``tiny`` preset of a ``transformer``; presets
-(``nlrepro.model.presets``) override them per size and variant.
+Every field has a default and a comment; ranges are inclusive (``rng``; None = open bound)
+and are checked by the project's loader (``nlrepro.configlib.parse``), which also calls
+each ``validate``. The defaults are the ``tiny`` preset of a ``transformer``; presets
+(``nlrepro.model.presets``) override them per size and variant. The variant names are
+defined here, once: ``Variant`` and ``VARIANTS``.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Literal, Optional, get_args
 
-from nlrepro.configlib import ConfigError
+from nlrepro.configlib import ConfigError, rng
+
+
+# The three variants of the one backbone: Transformer++, Titans (MAG) and HOPE.
+Variant = Literal["transformer", "titan", "hope"]
+VARIANTS: tuple[str, ...] = get_args(Variant)
+# How the papers and the report name them.
+DISPLAY_NAMES = {"transformer": "Transformer++", "titan": "TITAN", "hope": "HOPE"}
 
 
 @dataclass(frozen=True)
@@ -19,16 +28,16 @@ class MemoryConfig:
     """The Titans neural long-term memory (LMM), Titans §3; also HOPE's main memory."""
 
     # Layers of the per-head memory MLP M (1 = a matrix); M(k) = k + MLP(k).
-    depth: int = field(default=2, metadata={"range": (1, 8)})
+    depth: int = field(default=2, metadata=rng(1, 8))
     # Hidden width of the memory MLP as a multiple of the head dimension.
-    expansion: float = field(default=2.0, metadata={"range": (0.25, 64.0)})
+    expansion: float = field(default=2.0, metadata=rng(0.25, 64.0))
     # Tokens per memory chunk (Eq. 16): gradients inside a chunk are taken at its start.
-    chunk: int = field(default=32, metadata={"range": (1, None)})
+    chunk: int = field(default=32, metadata=rng(1, None))
     # Initial inner step as a share of the largest stable one: theta_t = sigmoid(.) / chunk,
     # and sigmoid(b_theta) starts here (gate initialisation; docs/MODEL_DECISIONS.md §2).
-    step_init: float = field(default=0.5, metadata={"range": (1.0e-4, 0.9999)})
+    step_init: float = field(default=0.5, metadata=rng(1.0e-4, 0.9999))
     # Width of the causal depthwise convolution on q, k, v (Titans §4.4).
-    conv_width: int = field(default=4, metadata={"range": (1, 64)})
+    conv_width: int = field(default=4, metadata=rng(1, 64))
     # Stop gradients at every in-context write (memory, self-mod, CMS): cheaper, less faithful.
     detach_updates: bool = False
 
@@ -38,7 +47,7 @@ class SelfModConfig:
     """HOPE's self-modifying projections M_k, M_v, M_eta, M_alpha (MODEL_DECISIONS.md)."""
 
     # Tokens per update of the projection memories (they update more often than M_mem).
-    chunk: int = field(default=16, metadata={"range": (1, None)})
+    chunk: int = field(default=16, metadata=rng(1, None))
     # Update rule of HOPE's memories: bounded (self-generated target M(v) rescaled to the
     # norm of the memory's own read M(k), step sigmoid(.) / chunk, projections forget back
     # to their slow values; stable by construction) | plain (the plain reading: target
@@ -52,15 +61,15 @@ class CMSLevel:
     """One level of the Continuum Memory System (Eqs. 30-31)."""
 
     # Tokens between updates of this level's fast weights; null = static (outer loop only).
-    chunk: Optional[int] = field(default=None, metadata={"range": (1, None)})
+    chunk: Optional[int] = field(default=None, metadata=rng(1, None))
     # Hidden width of the level's SwiGLU MLP.
-    width: int = field(default=352, metadata={"range": (1, None)})
+    width: int = field(default=352, metadata=rng(1, None))
     # In-context step size eta_l of Eq. 31 (multiplied by teach_scale and teach.levels).
-    lr: float = field(default=0.01, metadata={"range": (0.0, None)})
+    lr: float = field(default=0.01, metadata=rng(0.0, None))
     # Retention rho_l per update: the fast weights return toward the slow ones,
     # theta <- theta_0 + rho^s (theta - theta_0) - step (s = teach_scale * teach.levels);
     # 1.0 = Eq. 31 as written (no forgetting).
-    retention: float = field(default=1.0, metadata={"range": (0.0, 1.0)})
+    retention: float = field(default=1.0, metadata=rng(0.0, 1.0))
 
 
 @dataclass(frozen=True)
@@ -84,29 +93,29 @@ class ModelConfig:
     """One backbone, three variants (docs/MODEL_DECISIONS.md §1, §7)."""
 
     # Variant: transformer (Transformer++) | titan (attention + Titans LMM) | hope.
-    type: Literal["transformer", "titan", "hope"] = "transformer"
+    type: Variant = "transformer"
     # Preset whose fields sit under these keys (nlrepro.model.presets); null = none.
     preset: Optional[str] = "tiny"
     # Residual stream width.
-    d_model: int = field(default=128, metadata={"range": (8, None)})
+    d_model: int = field(default=128, metadata=rng(8, None))
     # Number of residual blocks.
-    n_layers: int = field(default=4, metadata={"range": (1, None)})
+    n_layers: int = field(default=4, metadata=rng(1, None))
     # Heads of attention and of the memories; d_model must divide by it.
-    n_heads: int = field(default=4, metadata={"range": (1, None)})
+    n_heads: int = field(default=4, metadata=rng(1, None))
     # Attention in the mixer: full causal | swa (sliding window) | none (memory only).
     attention: Literal["full", "swa", "none"] = "full"
     # Sliding-window size in tokens (attention: swa).
-    window: int = field(default=512, metadata={"range": (1, None)})
+    window: int = field(default=512, metadata=rng(1, None))
     # Tokens per recurrence step (a divisor of every level chunk); null = smallest level chunk.
-    chunk: Optional[int] = field(default=None, metadata={"range": (1, None)})
+    chunk: Optional[int] = field(default=None, metadata=rng(1, None))
     # Hidden width of the static SwiGLU MLP (transformer, titan).
-    mlp_width: int = field(default=352, metadata={"range": (1, None)})
+    mlp_width: int = field(default=352, metadata=rng(1, None))
     # Rotary position base.
-    rope_base: float = field(default=10000.0, metadata={"range": (1.0, None)})
+    rope_base: float = field(default=10000.0, metadata=rng(1.0, None))
     # Epsilon of every RMSNorm.
-    norm_eps: float = field(default=1.0e-6, metadata={"range": (0.0, 1.0)})
+    norm_eps: float = field(default=1.0e-6, metadata=rng(0.0, 1.0))
     # Standard deviation of the initial embedding and projection weights.
-    init_std: float = field(default=0.02, metadata={"range": (0.0, 1.0)})
+    init_std: float = field(default=0.02, metadata=rng(0.0, 1.0))
     # Titans LMM (titan) and HOPE's main memory M_mem (hope).
     memory: MemoryConfig = MemoryConfig()
     # HOPE's self-modifying projection memories (hope only).
@@ -127,43 +136,45 @@ class ModelConfig:
                 raise ConfigError(f"{path}.{name}: {chunk} is not a multiple of the step chunk {base}")
 
 
+MECHANISM = re.compile(r"memory|selfmod|cms\d+")
+
+
 @dataclass(frozen=True)
-class TeachConfig:
-    """How strongly each in-context mechanism is taught, and the runtime schedule."""
+class InContextConfig:
+    """What the in-context updates read besides ``ModelConfig`` and the teach scale in
+    force (a runtime float): per-mechanism multipliers and the three stability clips.
+    Built by the training config from params.yaml ``teach.levels``, ``clip.residual``,
+    ``clip.inner`` and ``teach_clip``; stored in every checkpoint (docs/MODEL_DECISIONS.md
+    §6, docs/STABILITY.md)."""
 
     # Per-mechanism multipliers of teach_scale: memory, selfmod, cms0, cms1, ... (missing = 1.0).
-    levels: dict[str, float] = field(default_factory=dict, metadata={"range": (0.0, None)})
-    # Linear warmup of teach_scale from 0 over this many training steps.
-    warmup_steps: int = field(default=200, metadata={"range": (0, None)})
-    # Training step at which the linear decay starts; null = never decay.
-    decay_start: Optional[int] = field(default=None, metadata={"range": (0, None)})
-    # Length of the decay in training steps.
-    decay_steps: int = field(default=1000, metadata={"range": (1, None)})
-    # The decay ends at floor * teach_scale (never zero by default).
-    floor: float = field(default=0.1, metadata={"range": (0.0, 1.0)})
+    levels: dict[str, float] = field(default_factory=dict, metadata=rng(0.0, None))
+    # Per-token L2 clip of each memory mixer and CMS block output, same in train and eval.
+    residual_clip: Optional[float] = field(default=None, metadata=rng(0.0, None))
+    # Frobenius-norm clip of each in-context weight update (per sequence, head, tensor).
+    inner_clip: Optional[float] = field(default=None, metadata=rng(0.0, None))
+    # Per-token L2 clip of teach_scale * delta_t, the teach signal of the CMS levels.
+    teach_clip: Optional[float] = field(default=None, metadata=rng(0.0, None))
 
     def validate(self, path: str) -> None:
-        for key, value in self.levels.items():
-            if not re.fullmatch(r"memory|selfmod|cms\d+", key):
-                raise ConfigError(f"{path}.levels.{key}: unknown mechanism (memory, selfmod, cms0, cms1, ...)")
-            if value < 0:
-                raise ConfigError(f"{path}.levels.{key}: must be >= 0, got {value!r}")
+        check_levels(self.levels, path)
 
     def multiplier(self, mechanism: str) -> float:
         """The multiplier of ``mechanism`` (e.g. ``"cms1"``); 1.0 when not listed."""
         return self.levels.get(mechanism, 1.0)
 
 
-@dataclass(frozen=True)
-class ClipConfig:
-    """Stability clips; null turns each off (docs/MODEL_DECISIONS.md §6, docs/STABILITY.md)."""
-
-    # Per-token L2 clip of each memory mixer and CMS block output, same in train and eval.
-    residual: Optional[float] = field(default=None, metadata={"range": (0.0, None)})
-    # Frobenius-norm clip of each in-context weight update (per sequence, head, tensor).
-    inner: Optional[float] = field(default=None, metadata={"range": (0.0, None)})
-    # Global gradient-norm clip of the outer optimizer (used by training).
-    grad_norm: Optional[float] = field(default=1.0, metadata={"range": (0.0, None)})
+def check_levels(levels: dict[str, float], path: str, cfg: Optional[ModelConfig] = None) -> None:
+    """Every key names a mechanism (of ``cfg``'s CMS chain, when given)."""
+    for key, value in levels.items():
+        if not MECHANISM.fullmatch(key):
+            raise ConfigError(f"{path}.levels.{key}: unknown mechanism (memory, selfmod, cms0, cms1, ...)")
+        if value < 0:
+            raise ConfigError(f"{path}.levels.{key}: must be >= 0, got {value!r}")
+        if cfg is not None and cfg.type == "hope" and key.startswith("cms") \
+                and int(key[3:]) >= len(cfg.cms.levels):
+            raise ConfigError(f"{path}.levels.{key}: the hope model has {len(cfg.cms.levels)} "
+                              "CMS levels")
 
 
 def level_chunks(cfg: ModelConfig) -> dict[str, int]:

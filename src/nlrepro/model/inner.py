@@ -1,7 +1,8 @@
 """Runtime controls shared by every in-context mechanism during one call.
 
 The model builds one ``InnerContext`` per forward from the teach scale in force (a runtime
-float, docs/MODEL_DECISIONS.md §6), ``teach.levels``, the clips and ``memory.detach_updates``; the
+float, docs/MODEL_DECISIONS.md §6), its ``InContextConfig`` (multipliers and clips) and
+``memory.detach_updates``; the
 mechanisms read their scale from it and report the norms of the updates they apply.
 """
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from nlrepro.model.config import ClipConfig, TeachConfig
+from nlrepro.model.config import InContextConfig
 from nlrepro.model.layers import clip_matrix, clip_rms
 
 
@@ -38,25 +39,25 @@ class InnerContext:
 
     # The global teach scale in force (schedule applied by the caller).
     teach_scale: float
-    # Per-mechanism multipliers (teach.levels).
-    teach: TeachConfig
-    # Residual and inner clips (clip.residual, clip.inner).
-    clip: ClipConfig
-    # Per-token L2 clip of teach_scale * delta_t (top-level teach_clip).
-    teach_clip: Optional[float]
+    # Per-mechanism multipliers and the residual, inner and teach clips.
+    config: InContextConfig
     # memory.detach_updates: no gradient through any write.
     detach: bool
     # Where mechanisms report their update norms.
     stats: UpdateStats = field(default_factory=UpdateStats)
 
+    @property
+    def teach_clip(self) -> Optional[float]:
+        return self.config.teach_clip
+
     def scale(self, mechanism: str) -> float:
         """teach_scale times the mechanism's multiplier (``memory``, ``selfmod``, ``cms0``...)."""
-        return self.teach_scale * self.teach.multiplier(mechanism)
+        return self.teach_scale * self.config.multiplier(mechanism)
 
     def clip_updates(self, deltas: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-        """``clip.inner`` on each committed change of fast weights (per sequence, head and
+        """``inner_clip`` (clip.inner) on each committed change of fast weights (per sequence, head and
         tensor); reports the share of matrices it scaled down as ``clip_rate/inner``."""
-        limit = self.clip.inner
+        limit = self.config.inner_clip
         if limit is None:
             return deltas
         bound = [d.detach().flatten(-2).norm(dim=-1) > limit for d in deltas]
@@ -64,9 +65,9 @@ class InnerContext:
         return tuple(clip_matrix(d, limit) for d in deltas)
 
     def clip_residual(self, name: str, x: Tensor) -> Tensor:
-        """``clip.residual`` (per-token RMS) on a memory or CMS branch output; reports the
+        """``residual_clip`` (clip.residual, per-token RMS) on a memory or CMS branch output; reports the
         share of tokens it scaled down as ``clip_rate/<name>``."""
-        limit = self.clip.residual
+        limit = self.config.residual_clip
         if limit is None:
             return x
         rms = x.detach().pow(2).mean(-1)

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from nlrepro.model.attention import CausalAttention
 from nlrepro.model.cms import CMSState, ContinuumMemory
 from nlrepro.model.combine import AttentionMixer, MemoryAsGate, MixerState
-from nlrepro.model.config import ClipConfig, CMSLevel, ModelConfig, TeachConfig, base_chunk
+from nlrepro.model.config import CMSLevel, InContextConfig, ModelConfig, base_chunk, check_levels
 from nlrepro.model.inner import InnerContext, UpdateStats
 from nlrepro.model.layers import RMSNorm
 from nlrepro.model.memory import NeuralMemory
@@ -119,10 +119,9 @@ def _block(cfg: ModelConfig) -> Block:
 class NestedLM(nn.Module):
     """Transformer++, Titans (MAG) or HOPE, by ``cfg.type``."""
 
-    def __init__(self, cfg: ModelConfig, vocab_size: int, teach: TeachConfig, clip: ClipConfig,
-                 teach_clip: Optional[float]):
+    def __init__(self, cfg: ModelConfig, vocab_size: int, in_context: InContextConfig):
         super().__init__()
-        self.cfg, self.teach, self.clip, self.teach_clip = cfg, teach, clip, teach_clip
+        self.cfg, self.in_context = cfg, in_context
         self.step_chunk = base_chunk(cfg)
         self.embed = nn.Embedding(vocab_size, cfg.d_model)
         self.blocks = nn.ModuleList(_block(cfg) for _ in range(cfg.n_layers))
@@ -147,8 +146,8 @@ class NestedLM(nn.Module):
         return ModelState(0, [block.initial_state() for block in self.blocks], None)
 
     def context(self, teach_scale: float, stats: Optional[UpdateStats] = None) -> InnerContext:
-        return InnerContext(float(teach_scale), self.teach, self.clip, self.teach_clip,
-                            self.cfg.memory.detach_updates, stats or UpdateStats())
+        return InnerContext(float(teach_scale), self.in_context, self.cfg.memory.detach_updates,
+                            stats or UpdateStats())
 
     def forward(self, tokens: Tensor, state: Optional[ModelState] = None, teach_scale: float = 1.0) -> ForwardResult:
         """Logits (B, T, V) for tokens (B, T), looping over base-chunk steps."""
@@ -202,13 +201,11 @@ class NestedLM(nn.Module):
                 for block, ls in zip(self.blocks, state.layers)]
 
 
-def build_model(cfg: ModelConfig, vocab_size: int, teach: Optional[TeachConfig] = None,
-                clip: Optional[ClipConfig] = None, teach_clip: Optional[float] = None) -> NestedLM:
-    """The model of ``cfg`` (presets already resolved) for a tokenizer of ``vocab_size``."""
+def build_model(cfg: ModelConfig, vocab_size: int,
+                in_context: Optional[InContextConfig] = None) -> NestedLM:
+    """The model of ``cfg`` (presets already resolved) for a tokenizer of ``vocab_size``;
+    ``in_context`` holds the multipliers and clips (default: all 1.0, no clips)."""
     cfg.validate("model")
-    teach = teach or TeachConfig()
-    n_levels = len(cfg.cms.levels)
-    for key in teach.levels:
-        if key.startswith("cms") and int(key[3:]) >= n_levels:
-            raise ValueError(f"teach.levels.{key}: the model has {n_levels} CMS levels")
-    return NestedLM(cfg, vocab_size, teach, clip or ClipConfig(), teach_clip)
+    in_context = in_context or InContextConfig()
+    check_levels(in_context.levels, "teach", cfg)
+    return NestedLM(cfg, vocab_size, in_context)

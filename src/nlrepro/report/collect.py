@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from nlrepro.errors import NLReproError
+from nlrepro.model.config import DISPLAY_NAMES
 from nlrepro.train.config import run_name
 
-DISPLAY = {"hope": "HOPE", "titan": "TITAN", "transformer": "Transformer++"}
+DISPLAY = DISPLAY_NAMES
 # Offline-suite metrics: (summary name, task, key in the eval json).
 OFFLINE = [
     ("ppl_token", "perplexity", "token_perplexity"),

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from nlrepro.configlib import ConfigError, rng
+from nlrepro.model.config import Variant
 
 
 @dataclass(frozen=True)
@@ -15,7 +16,7 @@ class ReportConfig:
     # Resolution of the PNG figures under plots/figures.
     dpi: int = field(default=110, metadata=rng(50, 600))
     # Throughput is also given as a ratio to this variant (if it was trained).
-    reference_variant: Literal["transformer", "titan", "hope"] = "transformer"
+    reference_variant: Variant = "transformer"
 
 
 @dataclass(frozen=True)

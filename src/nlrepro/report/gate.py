@@ -46,9 +46,9 @@ from typing import Optional
 
 from scipy.stats import ttest_ind
 
-from nlrepro.config import load_params
+from nlrepro.configlib import load_section
 from nlrepro.errors import NLReproError, cli_main
-from nlrepro.report.config import GateRule
+from nlrepro.report.config import GateConfig, GateRule
 
 SKIP_PREFIXES = ("chance.",)  # what a uniform guess scores is a reference, not a result
 # Derived numbers of metrics/summary.json: listed with --all, never judged themselves.
@@ -282,7 +282,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--all", action="store_true", help="also list metrics without a rule")
     ap.add_argument("--md", action="store_true", help="print the table as markdown")
     args = ap.parse_args(argv)
-    cfg = load_params().gate
+    cfg = load_section(GateConfig, "gate")
     return run_gate(args.baseline or cfg.baseline, args.target, args.file or cfg.file,
                     cfg.rules, args.all, args.md, cfg.alpha)
 

@@ -24,8 +24,9 @@ import statistics
 import sys
 from pathlib import Path
 
-from nlrepro.config import load_params
+from nlrepro.configlib import load_section
 from nlrepro.errors import NLReproError, cli_main
+from nlrepro.report.config import GateConfig
 from nlrepro.report.gate import find_rule
 
 Z = 3.0
@@ -117,7 +118,7 @@ def main(argv: list[str]) -> int:
         raise NLReproError("--machine: give summaries in pairs (A B [A B ...])")
     seeds = _read(args.seeds)
     machines = [(_read(a), _read(b)) for a, b in zip(args.machine[::2], args.machine[1::2])]
-    rows = noise_table(seeds, machines, load_params().gate.rules)
+    rows = noise_table(seeds, machines, load_section(GateConfig, "gate").rules)
     n_seeds = max((len(v) for v in per_seed(seeds).values()), default=0)
     if n_seeds < 2:
         raise NLReproError(f"{args.seeds}: one seed only; the spread needs two or more")

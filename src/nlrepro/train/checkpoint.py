@@ -1,32 +1,102 @@
-"""Checkpoints written atomically and loaded strictly.
+"""The checkpoint contract, in one module: what identifies a run, what a resume restores,
+and how a model comes back from its file.
 
-A checkpoint holds everything an exact resume needs: model and optimiser state, the step
-(which fixes the data position and both schedules), the teach scale in force, every RNG
-state, and the config it was trained with plus its hash. Loading refuses a checkpoint of
-another config with one line naming the first differing key, and loads the model's
-state dict with ``strict=True``.
+* ``RunConfig``: everything that determines the trained weights (variant, seed, model,
+  in-context multipliers and clips, teach schedule, optimisation, tokenised data), typed,
+  with one hash (``configlib.digest`` of ``identity()``) that names the run directory and
+  is checked when a checkpoint is resumed.
+* ``TrainingState``: model, optimiser and ``Progress`` (step, teach scale in force, guard
+  counters); it saves and restores itself with every RNG state. The step fixes the data
+  position and both schedules, so nothing else is needed for an exact resume.
+* ``model_from_checkpoint``: the model of a checkpoint, rebuilt from the ``RunConfig``
+  stored in it and loaded strictly; used by the evaluate stage and the lm-eval adapter.
+
+Files are written atomically and byte-reproducibly; resumable ones carry a size-and-hash
+record and keep their predecessor. The callers (stages) own the file layout and pass
+paths in. Loading refuses a checkpoint of another config with one line naming the first
+differing key.
 """
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import io
 import json
 import os
 import random
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, Optional
 
 import numpy as np
 import torch
+from torch import nn
 
+from nlrepro.configlib import ConfigError, digest, parse, rng, to_dict
 from nlrepro.errors import NLReproError
 from nlrepro.io import atomic_path, sha256_file
+from nlrepro.model.config import InContextConfig, ModelConfig, Variant
+from nlrepro.model.lm import NestedLM, build_model
+from nlrepro.train.config import TeachConfig, TrainConfig
+from nlrepro.train.distributed import full_state, load_full_state
 
-FORMAT = 1
+FORMAT = 2
 
 
-def config_hash(config: dict) -> str:
-    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+# --- what a run is -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DataIdentity:
+    """The tokenised data a run trained on (from data/tokens/manifest.json)."""
+
+    tokenizer_sha256: str
+    vocab_size: int = field(metadata=rng(1, None))
+    row_len: int = field(metadata=rng(2, None))
+    train_rows: int = field(metadata=rng(0, None))
+
+    @classmethod
+    def from_manifest(cls, manifest: dict) -> "DataIdentity":
+        return cls(manifest["tokenizer_sha256"], manifest["vocab_size"], manifest["row_len"],
+                   manifest["splits"]["train"]["rows"])
+
+
+# TrainConfig fields that never change the weights (where and how often to log, validate,
+# checkpoint; devices and threads): left out of the run's identity, so changing them
+# resumes the same run instead of starting another.
+RUNTIME_KEYS = ("variants", "seeds", "threads", "anomaly", "eval_every", "eval_batches",
+                "log_every", "ckpt_every", "max_skips", "device", "backend")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One (variant, seed) run: everything that determines its trained weights."""
+
+    variant: Variant
+    seed: int = field(metadata=rng(0, None))
+    model: ModelConfig
+    in_context: InContextConfig
+    # The teach scale's peak, its schedule, and the outer gradient clip (clip.grad_norm).
+    teach_scale: float = field(metadata=rng(0.0, None))
+    teach: TeachConfig
+    grad_clip: Optional[float] = field(metadata=rng(0.0, None))
+    train: TrainConfig
+    data: DataIdentity
+
+    def identity(self) -> dict:
+        """``to_dict`` without the runtime-only train keys."""
+        out = to_dict(self)
+        for key in RUNTIME_KEYS:
+            out["train"].pop(key)
+        return out
+
+    def hash(self) -> str:
+        return digest(self.identity())
+
+    @classmethod
+    def from_dict(cls, raw: dict, where: str) -> "RunConfig":
+        try:
+            return parse(cls, raw, "checkpoint.config")
+        except ConfigError as exc:
+            raise NLReproError(f"{where}: checkpoint config is not usable ({exc})") from None
 
 
 def seed_everything(seed: int) -> None:
@@ -53,14 +123,89 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save(path: str | Path, *, model_state: dict, optimizer_state: dict | None, step: int,
-         teach_scale: float, config: dict, extra: dict | None = None) -> None:
-    payload = {
-        "format": FORMAT, "step": step, "teach_scale": teach_scale, "config": config,
-        "config_hash": config_hash(config), "model": model_state,
-        "optimizer": optimizer_state, "rng": rng_state(), "extra": extra or {},
-    }
-    write_torch(path, payload)
+# --- what a resume restores ----------------------------------------------------------------
+
+@dataclass
+class Progress:
+    """A run's counters besides its tensors, saved and restored whole."""
+
+    step: int = 0                       # steps done: fixes the data position and schedules
+    teach_scale: float = 0.0            # the teach scale in force at the last step
+    skipped_steps: int = 0              # non-finite steps skipped
+    max_update_norm: float = 0.0        # largest update_norm/* seen
+    nonfinite_seen: bool = False
+    # Per guard, [summed per-step share of tokens/updates it clipped, steps counted].
+    guard_sums: dict[str, list[float]] = field(default_factory=dict)
+    tokens_seen: int = 0
+
+
+@dataclass
+class TrainingState:
+    """Model, optimiser and progress of a run: ``save`` writes all of it with every RNG
+    state; ``restore`` puts it back so that training continues bit for bit."""
+
+    model: nn.Module
+    optimizer: Optional[torch.optim.Optimizer]
+    progress: Progress = field(default_factory=Progress)
+    fsdp: bool = False
+
+    def save(self, path: str | Path, run: RunConfig, lineage: dict, write: bool = True,
+             resumable: bool = True) -> None:
+        """Every rank calls this (gathering is collective under FSDP); only ``write``
+        ranks write. Resumable: with the optimiser, a hash record and the predecessor
+        kept; else the final weights only."""
+        model_state, optim_state = full_state(self.model, self.optimizer if resumable else None,
+                                              self.fsdp)
+        if not write:
+            return
+        payload = {"format": FORMAT, "config": to_dict(run), "config_hash": run.hash(),
+                   "progress": dataclasses.asdict(self.progress), "model": model_state,
+                   "optimizer": optim_state, "rng": rng_state(), "lineage": lineage}
+        (save_resumable if resumable else write_torch)(path, payload)
+
+    def restore(self, path: str | Path, run: RunConfig) -> None:
+        """Load ``path``, which must be a resumable checkpoint of ``run``."""
+        payload = load(path, run)
+        if payload["optimizer"] is None:
+            raise NLReproError(f"{path}: holds final weights only, not a resumable checkpoint")
+        try:
+            load_full_state(self.model, self.optimizer, payload["model"], payload["optimizer"],
+                            self.fsdp)
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise NLReproError(f"{path}: weights do not match the model "
+                               f"({str(exc).strip().splitlines()[0]})") from None
+        set_rng_state(payload["rng"])
+        self.progress = Progress(**payload["progress"])
+
+
+# --- a model back from its file ------------------------------------------------------------
+
+class Loaded(NamedTuple):
+    model: NestedLM
+    run: RunConfig
+    progress: Progress
+    sha256: str                     # of the checkpoint file
+    config_hash: str
+
+
+def model_from_checkpoint(path: str | Path, variant: Optional[str] = None,
+                          seed: Optional[int] = None) -> Loaded:
+    """The model of a training checkpoint (final or resumable), rebuilt from the
+    ``RunConfig`` stored in it and loaded with ``strict=True``, in eval mode on the CPU.
+    ``variant`` and ``seed``, when given, must be the checkpoint's."""
+    path = Path(path)
+    payload = load(path)
+    stored = payload["config"] if isinstance(payload.get("config"), dict) else {}
+    if variant is not None and stored.get("variant", variant) != variant:
+        raise NLReproError(f"{path}: holds a {stored['variant']} model, not {variant}")
+    if seed is not None and stored.get("seed", seed) != seed:
+        raise NLReproError(f"{path}: was trained with seed {stored['seed']}, not {seed}")
+    run = RunConfig.from_dict(payload["config"], str(path))
+    model = build_model(run.model, run.data.vocab_size, run.in_context)
+    load_model_state(model, payload["model"], path)
+    model.eval()
+    return Loaded(model, run, Progress(**payload["progress"]), sha256_file(path),
+                  payload["config_hash"])
 
 
 # --- resumable checkpoints: verified on load, the last two kept --------------------------
@@ -75,8 +220,8 @@ def previous_path(path: str | Path) -> Path:
     return path.with_name(f"{path.stem}.prev{path.suffix}")
 
 
-def save_resumable(path: str | Path, **kwargs) -> None:
-    """``save`` with a size-and-hash record beside it (``last.pt.sha256``), after moving
+def save_resumable(path: str | Path, payload: dict) -> None:
+    """``write_torch`` with a size-and-hash record beside it (``last.pt.sha256``), after moving
     the previous intact checkpoint to ``last.prev.pt``: a crash at any point leaves at
     least one checkpoint that verifies."""
     path = Path(path)
@@ -84,7 +229,7 @@ def save_resumable(path: str | Path, **kwargs) -> None:
         prev = previous_path(path)
         os.replace(path, prev)
         os.replace(_record_path(path), _record_path(prev))
-    save(path, **kwargs)
+    write_torch(path, payload)
     record = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
     with atomic_path(_record_path(path)) as tmp:
         tmp.write_text(json.dumps(record) + "\n")
@@ -161,8 +306,8 @@ def _first_difference(a: Any, b: Any, path: str = "") -> str | None:
     return None if a == b else (path or "config")
 
 
-def load(path: str | Path, config: dict | None = None) -> dict:
-    """Read a checkpoint; when ``config`` is given it must be the checkpoint's config."""
+def load(path: str | Path, run: RunConfig | None = None) -> dict:
+    """Read a checkpoint; when ``run`` is given it must be the checkpoint's run."""
     path = Path(path)
     if not path.exists():
         raise NLReproError(f"{path}: checkpoint not found")
@@ -172,8 +317,11 @@ def load(path: str | Path, config: dict | None = None) -> dict:
         raise NLReproError(f"{path}: unreadable checkpoint ({type(exc).__name__})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise NLReproError(f"{path}: not an nlrepro checkpoint (format {FORMAT})")
-    if config is not None and payload["config_hash"] != config_hash(config):
-        key = _first_difference(payload["config"], config)
+    if run is not None and payload["config_hash"] != run.hash():
+        stored = json.loads(json.dumps(payload["config"]))
+        for key in RUNTIME_KEYS:
+            stored.get("train", {}).pop(key, None)
+        key = _first_difference(stored, run.identity())
         raise NLReproError(f"{path}: checkpoint was trained with another config "
                            f"(first difference at {key}); refusing to load it")
     return payload

@@ -1,12 +1,53 @@
-"""Typed config of the training stage (params.yaml key ``train``)."""
+"""Typed configs of training: the stage (params.yaml ``train``), the teach schedule and
+multipliers (``teach``) and the clips (``clip``). The model is handed only the part it
+reads, ``in_context()`` (``nlrepro.model.config.InContextConfig``); the schedule and
+``clip.grad_norm`` stay with the trainer."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
 from nlrepro.configlib import ConfigError, rng
+from nlrepro.model.config import VARIANTS, InContextConfig, Variant, check_levels
 
-VARIANTS = ("transformer", "titan", "hope")
+__all__ = ["VARIANTS", "ClipConfig", "TeachConfig", "TrainConfig", "in_context", "run_name"]
+
+
+@dataclass(frozen=True)
+class TeachConfig:
+    """How strongly each in-context mechanism is taught, and the runtime schedule."""
+
+    # Per-mechanism multipliers of teach_scale: memory, selfmod, cms0, cms1, ... (missing = 1.0).
+    levels: dict[str, float] = field(default_factory=dict, metadata=rng(0.0, None))
+    # Linear warmup of teach_scale from 0 over this many training steps.
+    warmup_steps: int = field(default=200, metadata=rng(0, None))
+    # Training step at which the linear decay starts; null = never decay.
+    decay_start: Optional[int] = field(default=None, metadata=rng(0, None))
+    # Length of the decay in training steps.
+    decay_steps: int = field(default=1000, metadata=rng(1, None))
+    # The decay ends at floor * teach_scale (never zero by default).
+    floor: float = field(default=0.1, metadata=rng(0.0, 1.0))
+
+    def validate(self, path: str) -> None:
+        check_levels(self.levels, path)
+
+
+@dataclass(frozen=True)
+class ClipConfig:
+    """Stability clips; null turns each off (docs/MODEL_DECISIONS.md §6, docs/STABILITY.md)."""
+
+    # Per-token L2 clip of each memory mixer and CMS block output, same in train and eval.
+    residual: Optional[float] = field(default=None, metadata=rng(0.0, None))
+    # Frobenius-norm clip of each in-context weight update (per sequence, head, tensor).
+    inner: Optional[float] = field(default=None, metadata=rng(0.0, None))
+    # Global gradient-norm clip of the outer optimizer (the trainer's; the model never sees it).
+    grad_norm: Optional[float] = field(default=1.0, metadata=rng(0.0, None))
+
+
+def in_context(teach: TeachConfig, clip: ClipConfig, teach_clip: Optional[float]) -> InContextConfig:
+    """The part of ``teach``, ``clip`` and ``teach_clip`` the model reads."""
+    return InContextConfig(levels=dict(teach.levels), residual_clip=clip.residual,
+                           inner_clip=clip.inner, teach_clip=teach_clip)
 
 
 def run_name(variant: str, seed: int) -> str:
@@ -19,7 +60,7 @@ def run_name(variant: str, seed: int) -> str:
 @dataclass(frozen=True)
 class TrainConfig:
     # Model variants to train, one `train@<variant>-<seed>` stage per seed.
-    variants: tuple[Literal["transformer", "titan", "hope"], ...] = VARIANTS
+    variants: tuple[Variant, ...] = VARIANTS
     # Training seeds, one train and one evaluate stage per (variant, seed): model init and
     # data order follow the seed (the data stages keep the top-level seed).
     seeds: tuple[int, ...] = field(default=(0,), metadata=rng(0, 2**31 - 1))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -44,6 +45,22 @@ def pick_device(kind: str) -> torch.device:
 
 def max_procs(device: torch.device) -> int:
     return torch.cuda.device_count() if device.type == "cuda" else (os.cpu_count() or 1)
+
+
+def launch(module: str, argv: list[str], nproc: int, device_kind: str) -> None:
+    """With ``nproc`` > 1 and not yet under torchrun, replace this process by
+    ``torchrun --standalone --nproc_per_node=<nproc> -m <module> <argv>`` (DDP on this
+    machine); otherwise return and let the caller run as it is."""
+    if nproc <= 1 or under_torchrun():
+        return
+    allowed = max_procs(pick_device(device_kind))
+    if nproc > allowed:
+        raise NLReproError(f"train.nproc: {nproc} processes requested but this machine allows "
+                           f"at most {allowed}")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc_per_node={nproc}", "-m", module, *argv]
+    sys.stdout.flush()
+    os.execv(sys.executable, cmd)
 
 
 def init(device_kind: str, backend: str) -> DistInfo:

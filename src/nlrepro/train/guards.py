@@ -62,11 +62,11 @@ def first_nonfinite_grad(model: nn.Module) -> str | None:
 
 
 class SkipCounter:
-    """Counts skipped steps, total and consecutive."""
+    """Counts consecutive skipped steps (the run's total lives in its ``Progress``)."""
 
     def __init__(self, max_consecutive: int):
         self.max = max_consecutive
-        self.total = self.consecutive = 0
+        self.consecutive = 0
         self.first_step: int | None = None
 
     def record(self, step: int, finite: bool) -> bool:
@@ -74,7 +74,6 @@ class SkipCounter:
         if finite:
             self.consecutive, self.first_step = 0, None
             return False
-        self.total += 1
         self.consecutive += 1
         if self.first_step is None:
             self.first_step = step

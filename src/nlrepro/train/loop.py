@@ -16,9 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nlrepro.errors import NLReproError
-from nlrepro.model.config import TeachConfig
-from nlrepro.train import checkpoint as ckpt
-from nlrepro.train.config import TrainConfig
+from nlrepro.train.checkpoint import Progress, RunConfig, TrainingState
 from nlrepro.train.data import TrainBatches, val_batches
 from nlrepro.train.distributed import (DistInfo, all_true, full_state, load_full_state,
                                        mean_over_ranks)
@@ -29,17 +27,16 @@ from nlrepro.train.schedule import TeachSchedule, lr_at
 
 @dataclass
 class RunSpec:
-    """What one training run needs besides the model."""
-    train: TrainConfig
-    teach: TeachConfig
-    teach_scale: float
-    grad_clip: float | None           # clip.grad_norm (None = off)
-    seed: int
-    config: dict                      # everything that defines the run (hashed into checkpoints)
+    """What one training run needs besides the model: its config and where it writes."""
+    run: RunConfig                    # everything that defines the run (hashed into checkpoints)
     out_dir: Path                     # metrics/train/<run>: DVCLive + log.jsonl
     ckpt_path: Path                   # resumable checkpoint (not a DVC output)
     final_path: Path                  # final weights for evaluation (a DVC output)
-    extra: dict = field(default_factory=dict)  # lineage stored in checkpoints
+    lineage: dict = field(default_factory=dict)  # stored in checkpoints, never hashed
+
+    @property
+    def train(self):
+        return self.run.train
 
 
 def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -62,60 +59,36 @@ class Trainer:
         self.spec, self.dist = spec, dist
         self.model = model                  # the bare model (state dicts, hooks)
         self.net = wrapped or model         # what runs forward (DDP/FSDP wrapper)
-        cfg = spec.train
+        cfg, run = spec.train, spec.run
         self.optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr,
                                            betas=tuple(cfg.betas), fused=False)
-        self.batches = TrainBatches(train_rows, cfg.batch_size, spec.seed, dist.rank, dist.world)
+        self.batches = TrainBatches(train_rows, cfg.batch_size, run.seed, dist.rank, dist.world)
         self.val_rows = val_rows
-        self.teach_schedule = TeachSchedule(spec.teach_scale, spec.teach)
+        self.teach_schedule = TeachSchedule(run.teach_scale, run.teach)
         self.skips = SkipCounter(cfg.max_skips)
-        self.step = 0
-        self.teach_in_force = self.teach_schedule(0)
-        self.max_update_norm = 0.0
-        # Guard binding: per guard, the summed per-step share of tokens/updates it clipped
-        # and the steps counted (clip_rate/*), and how many steps clip.grad_norm scaled.
-        self.guard_sums: dict[str, list[float]] = {}
-        self.nonfinite_seen = False
-        self.tokens_seen = 0
+        # Everything a resume restores: model, optimiser and the progress counters.
+        self.state = TrainingState(model, self.optimizer,
+                                   Progress(teach_scale=self.teach_schedule(0)), cfg.fsdp)
+
+    @property
+    def progress(self) -> Progress:
+        return self.state.progress
+
+    @property
+    def step(self) -> int:
+        return self.state.progress.step
 
     # --- checkpoints --------------------------------------------------------------------
     def save(self, path: Path, with_optimizer: bool = True) -> None:
         """Every rank calls this (gathering is collective under FSDP); rank 0 writes."""
-        model_state, optim_state = full_state(self.model, self.optimizer if with_optimizer else None,
-                                              self.spec.train.fsdp)
-        if not self.dist.is_main:
-            return
-        # A resumable checkpoint keeps its predecessor and a size-and-hash record.
-        write = ckpt.save_resumable if with_optimizer else ckpt.save
-        write(path, model_state=model_state, optimizer_state=optim_state, step=self.step,
-                  teach_scale=self.teach_in_force, config=self.spec.config,
-                  extra={**self.spec.extra, "skipped_steps": self.skips.total,
-                         "max_update_norm": self.max_update_norm,
-                         "nonfinite_seen": self.nonfinite_seen,
-                         "guard_sums": self.guard_sums,
-                         "tokens_seen": self.tokens_seen})
+        self.state.save(path, self.spec.run, self.spec.lineage, write=self.dist.is_main,
+                        resumable=with_optimizer)
 
     def resume(self, path: Path) -> bool:
         """Continue from ``path`` if it exists (it must be of this run's config)."""
         if not path.exists():
             return False
-        payload = ckpt.load(path, self.spec.config)
-        if payload["optimizer"] is None:
-            raise NLReproError(f"{path}: holds final weights only, not a resumable checkpoint")
-        try:
-            load_full_state(self.model, self.optimizer, payload["model"], payload["optimizer"],
-                            self.spec.train.fsdp)
-        except (RuntimeError, KeyError, ValueError) as exc:
-            raise NLReproError(f"{path}: weights do not match the model "
-                               f"({str(exc).strip().splitlines()[0]})") from None
-        ckpt.set_rng_state(payload["rng"])
-        self.step, self.teach_in_force = payload["step"], payload["teach_scale"]
-        extra = payload["extra"]
-        self.skips.total = extra["skipped_steps"]
-        self.max_update_norm = extra["max_update_norm"]
-        self.nonfinite_seen = extra["nonfinite_seen"]
-        self.guard_sums = {k: list(v) for k, v in extra["guard_sums"].items()}
-        self.tokens_seen = extra["tokens_seen"]
+        self.state.restore(path, self.spec.run)
         return True
 
     # --- one step -----------------------------------------------------------------------
@@ -131,7 +104,8 @@ class Trainer:
         return result, loss
 
     def train_step(self) -> dict:
-        cfg, step = self.spec.train, self.step
+        cfg, progress = self.spec.train, self.state.progress
+        step = progress.step
         lr = lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps, cfg.min_lr_frac)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -139,7 +113,7 @@ class Trainer:
         tokens = self.batches.batch(step).to(self.dist.device)
         result, loss = self._forward_loss(tokens, scale)
         loss.backward()
-        clip = self.spec.grad_clip
+        clip = self.spec.run.grad_clip
         grad_norm = torch.nn.utils.clip_grad_norm_(
             self.model.parameters(), clip if clip is not None else float("inf"))
         finite = all_true(bool(torch.isfinite(loss)) and bool(torch.isfinite(grad_norm)), self.dist)
@@ -148,23 +122,24 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         stop = self.skips.record(step, finite)
         if not finite:
-            self.nonfinite_seen = True
+            progress.skipped_steps += 1
+            progress.nonfinite_seen = True
         if stop:
             self._stop(tokens, scale)
         stats = {k: float(v) for k, v in result.stats.items()}
         for key, value in stats.items():
             if key.startswith("update_norm/") and math.isfinite(value):
-                self.max_update_norm = max(self.max_update_norm, value)
+                progress.max_update_norm = max(progress.max_update_norm, value)
         if clip is not None:
             stats["clip_rate/grad_norm"] = float(float(grad_norm) > clip)
         for key, value in stats.items():
             if key.startswith("clip_rate/"):
-                total = self.guard_sums.setdefault(key.split("/", 1)[1], [0.0, 0])
+                total = progress.guard_sums.setdefault(key.split("/", 1)[1], [0.0, 0])
                 total[0] += value
                 total[1] += 1
-        self.teach_in_force = scale
-        self.tokens_seen += tokens[:, 1:].numel() * self.dist.world
-        self.step += 1
+        progress.teach_scale = scale
+        progress.tokens_seen += tokens[:, 1:].numel() * self.dist.world
+        progress.step += 1
         return {"loss": mean_over_ranks(float(loss.detach()), self.dist), "lr": lr,
                 "teach_scale": scale, "grad_norm": float(grad_norm), "skipped": not finite,
                 **stats}
@@ -192,7 +167,7 @@ class Trainer:
         bs = max(1, self.spec.train.batch_size // self.dist.world)
         for batch in val_batches(self.val_rows, bs, self.spec.train.eval_batches):
             batch = batch.to(self.dist.device)
-            result = self.model(batch[:, :-1], teach_scale=self.teach_in_force)
+            result = self.model(batch[:, :-1], teach_scale=self.progress.teach_scale)
             total += float(lm_loss(result.logits, batch[:, 1:])) * batch.shape[0]
             count += batch.shape[0]
         self.model.train(was)
@@ -215,7 +190,7 @@ class Trainer:
                 done = step - start_step
                 rate = done * cfg.batch_size * (self.batches.rows.shape[1] - 1) / max(
                     time.monotonic() - start_time, 1e-9)
-                metrics.update(tokens_per_s=rate, skipped_total=self.skips.total, step_s=dt)
+                metrics.update(tokens_per_s=rate, skipped_total=self.progress.skipped_steps, step_s=dt)
                 logger.log_train(step, metrics)
                 eta = (end - step) * (time.monotonic() - start_time) / max(done, 1)
                 logger.progress(step, cfg.steps, metrics, eta)
@@ -229,10 +204,11 @@ class Trainer:
 
     def summary(self, params: int, seconds: float) -> dict:
         """Run totals beside DVCLive's latest train/val values in metrics.json."""
-        return {"skipped_steps": self.skips.total,
-                "max_update_norm": self.max_update_norm,
-                "clip_rate": {k: total / count for k, (total, count) in sorted(self.guard_sums.items())},
-                "nonfinite_seen": self.nonfinite_seen, "teach_scale_final": self.teach_in_force,
-                "tokens_seen": self.tokens_seen, "params": params,
+        p = self.progress
+        return {"skipped_steps": p.skipped_steps,
+                "max_update_norm": p.max_update_norm,
+                "clip_rate": {k: total / count for k, (total, count) in sorted(p.guard_sums.items())},
+                "nonfinite_seen": p.nonfinite_seen, "teach_scale_final": p.teach_scale,
+                "tokens_seen": p.tokens_seen, "params": params,
                 "train_seconds": seconds}
 

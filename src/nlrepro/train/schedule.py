@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from nlrepro.model.config import TeachConfig
+from nlrepro.train.config import TeachConfig
 
 
 def lr_at(step: int, peak: float, warmup: int, total: int, min_frac: float) -> float:
