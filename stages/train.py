@@ -64,8 +64,10 @@ def main(argv: list[str]) -> None:
                          metrics=METRICS / name)
         train_run(run, paths, info, {"params_hash": params_hash(params)}, args.resume,
                   args.until)
-    finally:
-        D.shutdown()
+    except BaseException:
+        D.shutdown(synced=False)
+        raise
+    D.shutdown()
 
 
 if __name__ == "__main__":

@@ -80,8 +80,14 @@ def init(device_kind: str, backend: str) -> DistInfo:
     return DistInfo(rank, world, local, device)
 
 
-def shutdown() -> None:
+def shutdown(synced: bool = True) -> None:
+    """Leave the process group. ``synced``: every rank got here normally, so meet at a
+    barrier first; gloo aborts a rank (SIGABRT, "terminate called without an active
+    exception") when its peer tears the connection down while it is still closing its own.
+    After an error the other ranks may never arrive, so skip the barrier."""
     if dist.is_initialized():
+        if synced:
+            dist.barrier()
         dist.destroy_process_group()
 
 
