@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup repro test bench gate plots-check clean-venv
+.PHONY: setup repro study test bench gate plots-check clean-venv
 
 $(BIN)/.installed: requirements.txt requirements-corpus.txt requirements-lmeval.txt
 	@test -x $(BIN)/python || test -n "$(PYTHON)" || { echo "error: no Python 3.10-3.13 on PATH; install one or run make with PYTHON=/path/to/python3.x" >&2; exit 1; }
@@ -23,6 +23,10 @@ setup: $(BIN)/.installed
 
 repro: setup
 	dvc repro
+
+# The long-context study (docs/LONG_CONTEXT.md): the main data stages if needed, then the study.
+study: setup
+	dvc repro studies/long_context/dvc.yaml
 
 test: setup
 	python -m pytest -q tests

@@ -135,7 +135,8 @@ def test_repro_ends_with_the_report(clone):
     for name in ["loss", "teach", "scores", "long_context", "icl_by_position", "seeds"]:
         assert (clone / f"plots/figures/{name}.png").read_bytes()[:4] == b"\x89PNG"
     # Every plot definition of dvc.yaml finds its data.
-    shown = json.loads(dvc(clone, "plots", "show", "--json", "-o", str(clone / "dvc_plots")).stdout)
+    shown = json.loads(dvc(clone, "plots", "show", "dvc.yaml", "--json", "-o",
+                            str(clone / "dvc_plots")).stdout)
     vega = {name for name, items in shown["data"].items() if items[0]["type"] == "vega"}
     assert vega == {"loss", "teach_scale", "update_norm", "scores", "passkey", "icl_position",
                     "seeds"}
@@ -268,7 +269,7 @@ def test_editing_a_shared_module_marks_exactly_the_stages_that_import_it(clone):
     original = path.read_text()
     path.write_text(original + "\n# edited\n")
     try:
-        out = dvc(clone, "status").stdout
+        out = dvc(clone, "status", "dvc.yaml").stdout   # the main pipeline, not the study
         changed = {l.rstrip(":") for l in out.splitlines() if l and not l.startswith(("\t", " "))}
         # every evaluate stage (one per seed the earlier experiment left), nothing else
         assert {n.split("@")[0] for n in changed} == {"check", "tokenizer", "tokenize",

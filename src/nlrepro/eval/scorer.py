@@ -113,16 +113,20 @@ class ModelScorer:
     def stream(self, tokens: Tensor, state: Optional[ModelState] = None, last_only: bool = False
                ) -> tuple[Tensor, ModelState]:
         """Logits of ``tokens`` (B, T) fed ``stream_chunk`` at a time with the state carried
-        (a fresh state when ``state`` is None); ``last_only`` keeps the last position's."""
+        (a fresh state when ``state`` is None); ``last_only`` keeps the last position's, in
+        memory that does not grow with T: a copy, since the view ``logits[:, -1:]`` would
+        hold each piece's whole (B, stream_chunk, V) logits alive."""
         state = self.model.initial_state() if state is None else state
         pieces = []
         for start in range(0, tokens.shape[1], self.stream_chunk):
             out = self.model(tokens[:, start:start + self.stream_chunk], state=state,
                              teach_scale=self.teach_scale)
-            pieces.append(out.logits[:, -1:] if last_only else out.logits)
+            if last_only:
+                pieces = [out.logits[:, -1:].clone()]
+            else:
+                pieces.append(out.logits)
             state = out.state
-        if last_only:
-            return pieces[-1], state
+            del out
         return (pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)), state
 
     def greedy_after(self, prompts: Tensor, targets: Sequence[Sequence[int]], new_tokens: int

@@ -1,0 +1,1 @@
+"""Studies: pipelines of their own that reuse the library (docs/ARCHITECTURE.md)."""
