@@ -93,15 +93,36 @@ def _fake_eval(variant: str, acc_fn) -> dict:
 
 
 def test_report_renders_the_table_csvs_and_figures():
-    evals = {"transformer": _fake_eval("transformer", lambda d: 1.0 if d <= 64 else 0.0),
-             "titan": _fake_eval("titan", lambda d: 0.5)}
+    evals = {"transformer": {0: _fake_eval("transformer", lambda d: 1.0 if d <= 64 else 0.0)},
+             "titan": {0: _fake_eval("titan", lambda d: 0.5)}}
     md = report.markdown(evals, None, {})
+    # one seed: the Wilson interval over the run's 8 probes, and the report says so
     assert "| Transformer++ | 1.00 [0.68, 1.00] | 1.00 [0.68, 1.00] | 0.00 [0.00, 0.32] |" in md
     assert "| TITAN | 0.50 [0.22, 0.78] |" in md
+    assert "no interval over seeds exists" in md
     acc, ll, grid = report.plot_rows(evals["titan"])
     assert [r["distance"] for r in acc] == [32, 64, 256] and acc[2]["distance_w"] == 4.0
     assert ll[0]["key_loglik"] == -1.0 and len(grid) == 6
-    assert report._csv(acc).splitlines()[0] == "distance,distance_w,acc,lo,hi,n"
+    assert report._csv(acc).splitlines()[0] == "distance,distance_w,acc,lo,hi,seed0"
     figs = report.figures(evals, dpi=40)
     assert set(figs) == {"accuracy.png", "loglik.png", "heatmap_transformer.png", "heatmap_titan.png"}
     assert all(b[:8] == b"\x89PNG\r\n\x1a\n" for b in figs.values())
+
+
+def test_report_aggregates_seeds_with_a_student_t_interval():
+    """Three seeds at 1.0, 0.5, 0.75 (4 probes per cell): mean 0.75, sd 0.25, half-width
+    t(0.975, 2) 0.25 / sqrt(3) = 4.3027 x 0.14434 = 0.6211 -> [0.129, 1.0 (clipped)]."""
+    evals = {"hope": {s: _fake_eval("hope", lambda d, a=a: a) for s, a in
+                      [(0, 1.0), (1, 0.5), (2, 0.75)]}}
+    mean, lo, hi = report.acc_interval(evals["hope"], 64)
+    assert mean == pytest.approx(0.75) and lo == pytest.approx(0.75 - 0.62113, abs=1e-4)
+    assert hi == 1.0
+    md = report.markdown(evals, None, {})
+    assert "| HOPE | 0.75 [0.13, 1.00] (1.00/0.50/0.75) |" in md
+    assert "mean over 3 training seeds [0, 1, 2]" in md
+    summary = report.summary(evals)["hope"]
+    assert summary["acc_by_distance"]["64"]["seed1"] == 0.5
+    assert summary["acc_at_4w"]["ci95_low"] == pytest.approx(0.75 - 0.62113, abs=1e-4)
+    acc, _, grid = report.plot_rows(evals["hope"])
+    assert [acc[0][f"seed{s}"] for s in range(3)] == [1.0, 0.5, 0.75]
+    assert grid[0]["acc"] == pytest.approx(0.75)                # cells averaged over seeds
