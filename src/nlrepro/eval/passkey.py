@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from nlrepro.eval.config import PasskeyConfig
-from nlrepro.data.synthetic import filler
+from nlrepro.data.retrieval import PAD_WORD, filler_tokens
 from nlrepro.errors import NLReproError
 from nlrepro.eval.tasks import docs_sha256
 from nlrepro.progress import Progress
@@ -33,8 +33,6 @@ INTRO = "There is an important passkey hidden in this text. Remember it."
 QUESTION = "\nWhat is the passkey? The passkey is"
 KEY_RANGE = (10_000, 100_000)
 CHANCE = 1.0 / (KEY_RANGE[1] - KEY_RANGE[0])
-# A one-token piece that tops the filler up to the exact length.
-PAD_WORD = " the"
 
 
 def needle(key: str) -> str:
@@ -68,36 +66,10 @@ def build_haystack(encode: Callable[[str], list[int]], length: int, depth: float
     pad = encode(PAD_WORD)
     if len(pad) != 1:
         raise NLReproError(f"passkey: the tokenizer does not encode {PAD_WORD!r} as one token")
-    body, bounds = _filler_tokens(encode, rng, budget, pad)
+    body, bounds = filler_tokens(encode, rng, budget)
     cut = min(bounds, key=lambda b: (abs(b - depth * budget), b))
     ids = head + body[:cut] + mid + body[cut:] + tail
     return Haystack(length, depth, sample, key, ids, len(head) + cut)
-
-
-def _filler_tokens(encode: Callable[[str], list[int]], rng: np.random.Generator, budget: int,
-                   pad: list[int]) -> tuple[list[int], list[int]]:
-    """Exactly ``budget`` tokens of filler sentences, and the token offsets of sentence ends
-    (where the needle may go). The last sentence is cut short and closed with a period;
-    a token still missing (a two-token word did not fit) is ``PAD_WORD``."""
-    body, bounds, period = [], [0], encode(".")
-    while True:
-        pieces = [encode(" " + word) for word in filler(rng, 1).split(" ")]  # one sentence
-        if len(body) + sum(map(len, pieces)) > budget:
-            break
-        body += [t for p in pieces for t in p]
-        bounds.append(len(body))
-    words = 0
-    for piece in pieces[:-1]:
-        if len(body) + len(piece) + len(period) > budget:
-            break
-        body += piece
-        words += 1
-    if words:
-        body += period
-    body += pad * (budget - len(body))
-    if bounds[-1] != len(body):
-        bounds.append(len(body))
-    return body, bounds
 
 
 def build_haystacks(encode: Callable[[str], list[int]], cfg: PasskeyConfig, seed: int
