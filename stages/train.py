@@ -5,7 +5,7 @@
 sets the model init and the data order; the data stages keep the top-level seed. With `train.nproc > 1` it re-launches
 itself under `torchrun --standalone` (DDP; FSDP2 with `train.fsdp`); started by torchrun
 directly (e.g. several nodes) it joins the given process group. A rerun after a crash
-resumes from checkpoints/<run>-<config hash>/last.pt; `--resume PATH` resumes from
+resumes from checkpoints/<run>-<config hash>/last.pt (FSDP: the shard directory last.dcp); `--resume PATH` resumes from
 an explicit checkpoint, which must be of the same config.
 """
 from __future__ import annotations

@@ -1,7 +1,10 @@
 """Run a few training steps of a small hope model, alone or as one rank under torchrun,
-and write the losses and the rows each rank read to OUT/rank<r>.json."""
+and write the losses, the rows each rank read and a digest of the final weights to
+OUT/rank<r>.json. ``--until K`` stops after step K and saves a resumable checkpoint to
+OUT/last.pt (FSDP: the sharded OUT/last.dcp); ``--resume PATH`` continues from one."""
+import argparse
+import hashlib
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +23,8 @@ SMALL = {"preset": "tiny", "type": "hope", "d_model": 32, "n_layers": 2, "n_head
          "cms": {"levels": [{"chunk": 8, "width": 16}, {"chunk": 16, "width": 16}]}}
 
 
-def main(out: Path, steps: int, fsdp: bool = False) -> None:
+def main(out: Path, steps: int, fsdp: bool = False, until: int | None = None,
+         resume: Path | None = None) -> None:
     info = D.init("cpu", "gloo")
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -33,16 +37,31 @@ def main(out: Path, steps: int, fsdp: bool = False) -> None:
                       ckpt_every=10**6, nproc=info.world, fsdp=fsdp)
     run = RunConfig(variant="hope", seed=0, model=model_cfg, in_context=guards, teach_scale=0.5,
                     teach=teach, grad_clip=1.0, train=cfg, data=DataIdentity("0" * 64, 64, 33, 32))
-    spec = RunSpec(run=run, out_dir=out, ckpt_path=out / "last.pt", final_path=out / "final.pt")
+    last = out / ("last.dcp" if fsdp else "last.pt")
+    spec = RunSpec(run=run, out_dir=out, ckpt_path=last, final_path=out / "final.pt")
     trainer = Trainer(spec, model, rows, rows[:4], info, D.wrap(model, info, fsdp))
+    if resume is not None:
+        assert trainer.resume(resume)
     losses, seen = [], []
-    for _ in range(steps):
+    out.mkdir(parents=True, exist_ok=True)
+    while trainer.step < (until or steps):
         seen.append(trainer.batches.indices(trainer.step))
         losses.append(trainer.train_step()["loss"])
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"rank{info.rank}.json").write_text(json.dumps({"losses": losses, "rows": seen}))
+    if until is not None:
+        trainer.save(last)
+    weights, _ = D.full_state(model, None, fsdp)   # collective under FSDP
+    digest = hashlib.sha256(b"".join(weights[k].numpy().tobytes() for k in sorted(weights)))
+    (out / f"rank{info.rank}.json").write_text(json.dumps(
+        {"losses": losses, "rows": seen, "weights": digest.hexdigest(), "step": trainer.step}))
     D.shutdown()
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), int(sys.argv[2]), fsdp=len(sys.argv) > 3 and sys.argv[3] == "fsdp")
+    parser = argparse.ArgumentParser()
+    parser.add_argument("out", type=Path)
+    parser.add_argument("steps", type=int)
+    parser.add_argument("mode", nargs="?", choices=["ddp", "fsdp"], default="ddp")
+    parser.add_argument("--until", type=int)
+    parser.add_argument("--resume", type=Path)
+    args = parser.parse_args()
+    main(args.out, args.steps, args.mode == "fsdp", args.until, args.resume)

@@ -171,3 +171,51 @@ def test_a_trainer_behind_a_shell_dies_when_dvc_is_killed(tmp_path):
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def _sharded_trainer(tmp_path, **kw):
+    """A trainer that checkpoints as an FSDP run does (a directory of DCP shards); one
+    process without FSDP writes the same layout, with a single shard file."""
+    t = _trainer(tmp_path, "hope", **kw)
+    t.state.fsdp = True
+    t.spec.ckpt_path = tmp_path / "last.dcp"
+    return t
+
+
+def test_a_damaged_sharded_checkpoint_falls_back_to_the_previous_and_ends_identical(tmp_path):
+    full = _trainer(tmp_path / "a", "hope")
+    full.run()
+    killed = _sharded_trainer(tmp_path / "b", ckpt_every=2)
+    killed.run(until=5)                                     # shards at steps 2 and 4
+    last = tmp_path / "b" / "last.dcp"
+    prev = ckpt.previous_path(last)
+    assert prev.name == "last.prev.dcp" and (last / "extra.pt").exists()
+    assert ckpt.verify(last) is None and ckpt.verify(prev) is None
+    assert not (tmp_path / "b" / ".last.dcp.tmp").exists()
+    shard = next(last.glob("*.distcp"))
+    blob = shard.read_bytes()
+    shard.write_bytes(blob[:100])
+    said = []
+    assert ckpt.pick_resumable(last, said.append) == prev
+    assert said == [f"{last}: shard {shard.name}: 100 bytes, {len(blob)} written (truncated?); "
+                    f"resuming from the previous checkpoint {prev}"]
+    (last / "stray").write_text("x")
+    assert ckpt.verify(last).startswith("shard")
+    resumed = _sharded_trainer(tmp_path / "b", ckpt_every=2)
+    torch.manual_seed(99)
+    assert resumed.resume(prev) and resumed.step == 2
+    resumed.run()
+    a, b = _params(full), _params(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    ckpt.remove_resumable(last)
+    assert not list((tmp_path / "b").glob("*.dcp*"))
+
+
+def test_a_sharded_checkpoint_needs_fsdp_and_is_not_an_evaluation_file(tmp_path):
+    t = _sharded_trainer(tmp_path, ckpt_every=2)
+    t.run(until=2)
+    plain = _trainer(tmp_path / "p", "hope")
+    with pytest.raises(NLReproError, match="a sharded \\(FSDP\\) checkpoint; resume it with train.fsdp"):
+        plain.resume(tmp_path / "last.dcp")
+    with pytest.raises(NLReproError, match="evaluation reads the final weights"):
+        ckpt.model_from_checkpoint(tmp_path / "last.dcp")

@@ -10,6 +10,10 @@ CMS fast weights, plus the last step's stream awaiting its teach signal. ``forwa
 loops over steps of the base chunk, aligned to absolute positions, so one call equals the
 same tokens fed in pieces with the state carried. Fast weights start from the slow
 parameters in every new state and are never written back into them.
+
+Each block touches only its own parameters: it builds its fresh state from them on its
+first step (a ``None`` layer state) and absorbs the CMS teach signal itself, so every
+block can be a separate FSDP2 unit whose weights are gathered only while it runs.
 """
 from __future__ import annotations
 
@@ -53,7 +57,8 @@ class ModelState:
 
     # Absolute position of the next token.
     pos: int
-    layers: list[LayerState]
+    # Per block; None = fresh (the block builds it from its slow weights when it runs).
+    layers: list[Optional[LayerState]]
     # The last step, whose teach signal needs the next token (hope only).
     pending: Optional[PendingTeach]
 
@@ -70,6 +75,14 @@ def _map_tensors(obj: Any, fn) -> Any:
     if isinstance(obj, (list, tuple)):
         return type(obj)(_map_tensors(v, fn) for v in obj)
     return obj
+
+
+@dataclass
+class Teach:
+    """The teach signal u_t of the previous step (None: teach scale 0, the CMS levels
+    still close their chunks), handed to every block's CMS before the next step."""
+
+    u: Optional[Tensor]
 
 
 class ForwardResult(NamedTuple):
@@ -91,7 +104,13 @@ class Block(nn.Module):
     def initial_state(self) -> LayerState:
         return LayerState(self.mixer.initial_state(), self.ffn.initial_state())
 
-    def forward(self, x: Tensor, state: LayerState, pos: int, ctx: InnerContext) -> tuple[Tensor, LayerState]:
+    def forward(self, x: Tensor, state: Optional[LayerState], pos: int, ctx: InnerContext,
+                teach: Optional["Teach"] = None) -> tuple[Tensor, LayerState]:
+        """One step of the block; ``teach`` (the previous step's teach signal) is absorbed
+        by the CMS first, then the step runs on the updated weights."""
+        state = self.initial_state() if state is None else state
+        if teach is not None:
+            state = LayerState(state.mixer, self.ffn.absorb(state.ffn, teach.u, pos, ctx))
         m, mixer_state = self.mixer(self.mixer_norm(x), state.mixer, pos, ctx)
         x = x + m
         f, ffn_state = self.ffn(self.ffn_norm(x), state.ffn, ctx)
@@ -145,13 +164,19 @@ class NestedLM(nn.Module):
         """A fresh sequence: fast weights equal to the slow parameters, empty caches."""
         return ModelState(0, [block.initial_state() for block in self.blocks], None)
 
+    def fresh_state(self) -> ModelState:
+        """A fresh sequence whose blocks build their own state when they first run (what
+        ``forward`` starts from: under per-block FSDP2 only a running block's weights
+        are whole)."""
+        return ModelState(0, [None] * len(self.blocks), None)
+
     def context(self, teach_scale: float, stats: Optional[UpdateStats] = None) -> InnerContext:
         return InnerContext(float(teach_scale), self.in_context, self.cfg.memory.detach_updates,
                             stats or UpdateStats())
 
     def forward(self, tokens: Tensor, state: Optional[ModelState] = None, teach_scale: float = 1.0) -> ForwardResult:
         """Logits (B, T, V) for tokens (B, T), looping over base-chunk steps."""
-        state = self.initial_state() if state is None else state
+        state = self.fresh_state() if state is None else state
         ctx = self.context(teach_scale)
         hidden, start, total = [], 0, tokens.shape[1]
         while start < total:
@@ -177,28 +202,24 @@ class NestedLM(nn.Module):
 
     def _step(self, tokens: Tensor, state: ModelState, ctx: InnerContext) -> tuple[Tensor, ModelState]:
         """The step's residual stream entering the final norm, and the new state."""
-        layers = state.layers
-        if state.pending is not None:
-            layers = self._absorb_teach(state, tokens[:, :1], ctx)
+        teach = None if state.pending is None else self._teach(state.pending, tokens[:, :1], ctx)
         x = self.embed(tokens)
         new_layers = []
-        for block, layer_state in zip(self.blocks, layers):
-            x, layer_state = block(x, layer_state, state.pos, ctx)
+        for block, layer_state in zip(self.blocks, state.layers):
+            x, layer_state = block(x, layer_state, state.pos, ctx, teach)
             new_layers.append(layer_state)
         pending = PendingTeach(tokens, x) if self.teaches else None
         return x, ModelState(state.pos + tokens.shape[1], new_layers, pending)
 
-    def _absorb_teach(self, state: ModelState, next_token: Tensor, ctx: InnerContext) -> list[LayerState]:
-        """Teach the previous step's CMS levels now that its last target is known."""
-        u = None
-        if ctx.teach_scale > 0:
-            p = state.pending
-            targets = torch.cat([p.tokens[:, 1:], next_token], dim=1)
-            delta = teach_signal(p.hidden, targets, self.final_norm.weight, self.embed.weight, self.final_norm.eps)
-            ctx.stats.add("teach_signal_norm", delta.norm(dim=-1).mean())
-            u = teach_update_signal(delta, ctx.teach_scale, ctx.teach_clip, ctx.stats)
-        return [LayerState(ls.mixer, block.ffn.absorb(ls.ffn, u, state.pos, ctx))
-                for block, ls in zip(self.blocks, state.layers)]
+    def _teach(self, p: PendingTeach, next_token: Tensor, ctx: InnerContext) -> Teach:
+        """The previous step's teach signal, now that its last target is known (the
+        blocks' CMS levels absorb it before the next step)."""
+        if ctx.teach_scale <= 0:
+            return Teach(None)
+        targets = torch.cat([p.tokens[:, 1:], next_token], dim=1)
+        delta = teach_signal(p.hidden, targets, self.final_norm.weight, self.embed.weight, self.final_norm.eps)
+        ctx.stats.add("teach_signal_norm", delta.norm(dim=-1).mean())
+        return Teach(teach_update_signal(delta, ctx.teach_scale, ctx.teach_clip, ctx.stats))
 
 
 def build_model(cfg: ModelConfig, vocab_size: int,

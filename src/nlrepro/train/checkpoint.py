@@ -12,7 +12,9 @@ and how a model comes back from its file.
   stored in it and loaded strictly; used by the evaluate stage and the lm-eval adapter.
 
 Files are written atomically and byte-reproducibly; resumable ones carry a size-and-hash
-record and keep their predecessor. The callers (stages) own the file layout and pass
+record and keep their predecessor. Resumable checkpoints of FSDP runs are directories of
+per-rank shards (``sharded.py``, torch.distributed.checkpoint) under the same record and
+rotation. The callers (stages) own the file layout and pass
 paths in. Loading refuses a checkpoint of another config with one line naming the first
 differing key.
 """
@@ -23,6 +25,7 @@ import io
 import json
 import os
 import random
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, Optional
@@ -36,6 +39,7 @@ from nlrepro.errors import NLReproError
 from nlrepro.io import atomic_path, sha256_file
 from nlrepro.model.config import InContextConfig, ModelConfig, Variant
 from nlrepro.model.lm import NestedLM, build_model
+from nlrepro.train import sharded
 from nlrepro.train.config import TeachConfig, TrainConfig
 from nlrepro.train.distributed import full_state, load_full_state
 
@@ -151,29 +155,48 @@ class TrainingState:
 
     def save(self, path: str | Path, run: RunConfig, lineage: dict, write: bool = True,
              resumable: bool = True) -> None:
-        """Every rank calls this (gathering is collective under FSDP); only ``write``
-        ranks write. Resumable: with the optimiser, a hash record and the predecessor
-        kept; else the final weights only."""
+        """Every rank calls this (collective under FSDP); only ``write`` ranks write.
+        Resumable: with the optimiser, a hash record and the predecessor kept (under FSDP
+        a directory of per-rank shards, ``sharded.py``); else the final weights only,
+        gathered into one file."""
+        meta = {"format": FORMAT, "config": to_dict(run), "config_hash": run.hash(),
+                "progress": dataclasses.asdict(self.progress), "rng": rng_state(),
+                "lineage": lineage}
+        if resumable and self.fsdp:
+            def finish(tmp: Path) -> None:
+                write_torch(tmp / sharded.EXTRA, {**meta, "sharded": True})
+                install(tmp, Path(path))
+            sharded.save(path, self.model, self.optimizer, write, finish)
+            return
         model_state, optim_state = full_state(self.model, self.optimizer if resumable else None,
                                               self.fsdp)
         if not write:
             return
-        payload = {"format": FORMAT, "config": to_dict(run), "config_hash": run.hash(),
-                   "progress": dataclasses.asdict(self.progress), "model": model_state,
-                   "optimizer": optim_state, "rng": rng_state(), "lineage": lineage}
+        payload = {**meta, "model": model_state, "optimizer": optim_state}
         (save_resumable if resumable else write_torch)(path, payload)
 
     def restore(self, path: str | Path, run: RunConfig) -> None:
-        """Load ``path``, which must be a resumable checkpoint of ``run``."""
-        payload = load(path, run)
-        if payload["optimizer"] is None:
-            raise NLReproError(f"{path}: holds final weights only, not a resumable checkpoint")
-        try:
-            load_full_state(self.model, self.optimizer, payload["model"], payload["optimizer"],
-                            self.fsdp)
-        except (RuntimeError, KeyError, ValueError) as exc:
-            raise NLReproError(f"{path}: weights do not match the model "
-                               f"({str(exc).strip().splitlines()[0]})") from None
+        """Load ``path``, which must be a resumable checkpoint of ``run`` (a file, or
+        under FSDP a directory of shards)."""
+        if sharded.is_sharded(path):
+            _check_run(load(Path(path) / sharded.EXTRA), path, run)
+            if not self.fsdp:
+                raise NLReproError(f"{path}: a sharded (FSDP) checkpoint; resume it with train.fsdp")
+            try:
+                payload = sharded.load(path, self.model, self.optimizer)
+            except (RuntimeError, KeyError, ValueError) as exc:
+                raise NLReproError(f"{path}: shards do not match the model "
+                                   f"({str(exc).strip().splitlines()[0]})") from None
+        else:
+            payload = load(path, run)
+            if payload["optimizer"] is None:
+                raise NLReproError(f"{path}: holds final weights only, not a resumable checkpoint")
+            try:
+                load_full_state(self.model, self.optimizer, payload["model"], payload["optimizer"],
+                                self.fsdp)
+            except (RuntimeError, KeyError, ValueError) as exc:
+                raise NLReproError(f"{path}: weights do not match the model "
+                                   f"({str(exc).strip().splitlines()[0]})") from None
         set_rng_state(payload["rng"])
         self.progress = Progress(**payload["progress"])
 
@@ -215,9 +238,39 @@ def _record_path(path: Path) -> Path:
 
 
 def previous_path(path: str | Path) -> Path:
-    """``last.pt`` -> ``last.prev.pt``: the checkpoint before the latest one."""
+    """``last.pt`` -> ``last.prev.pt`` (``last.dcp`` -> ``last.prev.dcp``): the checkpoint
+    before the latest one."""
     path = Path(path)
     return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+def _fingerprint(path: Path) -> dict:
+    """Size and SHA-256 of a file, or of every file in a directory (sharded checkpoints)."""
+    if path.is_dir():
+        return {"files": {p.relative_to(path).as_posix(): _fingerprint(p)
+                          for p in sorted(path.rglob("*")) if p.is_file()}}
+    return {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _rotate(path: Path) -> None:
+    """Move an intact ``path`` (and its record) to the previous-checkpoint name."""
+    if path.exists() and verify(path) is None:
+        prev = previous_path(path)
+        _remove(prev)
+        os.replace(path, prev)
+        os.replace(_record_path(path), _record_path(prev))
+
+
+def _write_record(path: Path) -> None:
+    with atomic_path(_record_path(path)) as tmp:
+        tmp.write_text(json.dumps(_fingerprint(path)) + "\n")
 
 
 def save_resumable(path: str | Path, payload: dict) -> None:
@@ -225,14 +278,19 @@ def save_resumable(path: str | Path, payload: dict) -> None:
     the previous intact checkpoint to ``last.prev.pt``: a crash at any point leaves at
     least one checkpoint that verifies."""
     path = Path(path)
-    if path.exists() and verify(path) is None:
-        prev = previous_path(path)
-        os.replace(path, prev)
-        os.replace(_record_path(path), _record_path(prev))
+    _rotate(path)
     write_torch(path, payload)
-    record = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
-    with atomic_path(_record_path(path)) as tmp:
-        tmp.write_text(json.dumps(record) + "\n")
+    _write_record(path)
+
+
+def install(tmp: Path, path: Path) -> None:
+    """Put a fully written checkpoint directory ``tmp`` at ``path``: the previous intact
+    one moves to ``last.prev.dcp``, then ``tmp`` is renamed and its record written."""
+    _rotate(path)
+    if path.exists():
+        _remove(path)          # a latest that did not verify: the new one replaces it
+    os.replace(tmp, path)
+    _write_record(path)
 
 
 def has_record(path: str | Path) -> bool:
@@ -250,11 +308,30 @@ def verify(path: str | Path) -> str | None:
         record = json.loads(record_path.read_text())
     except (OSError, ValueError):
         return "no size-and-hash record (written before the crash finished?)"
+    if "files" in record:
+        return _verify_dir(path, record["files"])
     size = path.stat().st_size
     if size != record.get("bytes"):
         return f"{size} bytes, {record.get('bytes')} written (truncated?)"
     if sha256_file(path) != record.get("sha256"):
         return "content does not match its SHA-256 (corrupt)"
+    return None
+
+
+def _verify_dir(path: Path, files: dict) -> str | None:
+    if not path.is_dir():
+        return "not a directory of shards"
+    present = {p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()}
+    for name in sorted(set(files) | present):
+        if name not in present:
+            return f"shard {name} missing"
+        if name not in files:
+            return f"unrecorded file {name}"
+        size, want = (path / name).stat().st_size, files[name]
+        if size != want["bytes"]:
+            return f"shard {name}: {size} bytes, {want['bytes']} written (truncated?)"
+        if sha256_file(path / name) != want["sha256"]:
+            return f"shard {name}: content does not match its SHA-256 (corrupt)"
     return None
 
 
@@ -280,8 +357,9 @@ def remove_resumable(path: str | Path) -> None:
     """Delete the resumable checkpoints of a finished run (the log beside them stays)."""
     path = Path(path)
     for p in (path, previous_path(path)):
-        p.unlink(missing_ok=True)
+        _remove(p)
         _record_path(p).unlink(missing_ok=True)
+    shutil.rmtree(sharded.temp_dir(path), ignore_errors=True)
 
 
 def write_torch(path: str | Path, obj) -> None:
@@ -311,20 +389,29 @@ def load(path: str | Path, run: RunConfig | None = None) -> dict:
     path = Path(path)
     if not path.exists():
         raise NLReproError(f"{path}: checkpoint not found")
+    if path.is_dir():
+        raise NLReproError(f"{path}: a sharded (FSDP) training checkpoint; evaluation reads the "
+                           f"final weights the run writes to models/")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
         raise NLReproError(f"{path}: unreadable checkpoint ({type(exc).__name__})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise NLReproError(f"{path}: not an nlrepro checkpoint (format {FORMAT})")
-    if run is not None and payload["config_hash"] != run.hash():
+    if run is not None:
+        _check_run(payload, path, run)
+    return payload
+
+
+def _check_run(payload: dict, path: str | Path, run: RunConfig) -> None:
+    """Refuse a checkpoint of another config, naming the first differing key."""
+    if payload["config_hash"] != run.hash():
         stored = json.loads(json.dumps(payload["config"]))
         for key in RUNTIME_KEYS:
             stored.get("train", {}).pop(key, None)
         key = _first_difference(stored, run.identity())
         raise NLReproError(f"{path}: checkpoint was trained with another config "
                            f"(first difference at {key}); refusing to load it")
-    return payload
 
 
 def load_model_state(model: torch.nn.Module, state: dict, path: str | Path) -> None:

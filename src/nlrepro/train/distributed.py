@@ -121,10 +121,11 @@ def wrap(model: nn.Module, info: DistInfo, fsdp: bool) -> nn.Module:
     if fsdp:
         from torch.distributed.fsdp import fully_shard
 
-        # One FSDP unit for the whole model: the recurrence reads every block's slow
-        # weights when it builds the initial fast-weight state, before the blocks run, so
-        # per-block units would see sharded weights there. Parameters, gradients and
-        # optimiser state are still sharded at rest.
+        # One FSDP unit per block, then the root (embedding, final norm): each block
+        # builds its fast-weight state from its own slow weights and absorbs the teach
+        # signal inside its forward, so only the running block's weights are gathered.
+        for block in model.blocks:
+            fully_shard(block)
         fully_shard(model)
         return model
     ids = [info.local_rank] if info.device.type == "cuda" else None

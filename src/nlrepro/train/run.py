@@ -72,7 +72,9 @@ def train_run(run: RunConfig, paths: RunPaths, info: D.DistInfo, lineage: dict,
     wrapped = D.wrap(model, info, cfg.fsdp)
 
     run_dir = paths.run_dir(run)
-    spec = RunSpec(run=run, out_dir=paths.metrics, ckpt_path=run_dir / "last.pt",
+    # FSDP runs checkpoint per-rank shards into a directory (train/sharded.py).
+    last = run_dir / ("last.dcp" if cfg.fsdp else "last.pt")
+    spec = RunSpec(run=run, out_dir=paths.metrics, ckpt_path=last,
                    final_path=paths.final, lineage={**lineage, "n_params": n_params})
     trainer = Trainer(spec, model, train_rows, val_rows, info, wrapped)
     name = run_name(run.variant, run.seed)
