@@ -115,10 +115,10 @@ def apply_activation_checkpointing(model: nn.Module) -> None:
 
 
 def wrap(model: nn.Module, info: DistInfo, fsdp: bool) -> nn.Module:
-    """DDP (or FSDP2 when asked) across ranks; the model itself is unchanged."""
-    if not info.active:
-        return model
-    if fsdp:
+    """DDP (or FSDP2 when asked) across ranks; the model itself is unchanged. FSDP2 also
+    applies to a process group of one (e.g. one GPU under torchrun), where it changes
+    nothing but runs the sharded code paths."""
+    if fsdp and dist.is_initialized():
         from torch.distributed.fsdp import fully_shard
 
         # One FSDP unit per block, then the root (embedding, final norm): each block
@@ -127,6 +127,8 @@ def wrap(model: nn.Module, info: DistInfo, fsdp: bool) -> nn.Module:
         for block in model.blocks:
             fully_shard(block)
         fully_shard(model)
+        return model
+    if not info.active:
         return model
     ids = [info.local_rank] if info.device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=ids)
