@@ -10,7 +10,11 @@ the float32 matmul rate measured in the same run; time per token relative to
 are the best of ``--steps`` steps and each process measures the matmul rate next to its
 own run, because the 2 cores are often shared with other work.
 
-    PYTHONPATH=src python benchmarks/bench_model.py [--steps 8]
+With ``--compile`` each model runs as ``torch.compile(model, dynamic=False)`` (CPU
+inductor); the first compiled step's time is reported as compile time, apart from the
+steady-state step time.
+
+    PYTHONPATH=src python benchmarks/bench_model.py [--steps 8] [--compile]
 """
 from __future__ import annotations
 
@@ -56,7 +60,7 @@ def train_step(model, optimizer, tokens) -> None:
     optimizer.zero_grad(set_to_none=True)
 
 
-def run_one(setting: str, variant: str, steps: int) -> dict:
+def run_one(setting: str, variant: str, steps: int, compile: bool = False) -> dict:
     torch.manual_seed(0)
     spec = SETTINGS[setting]
     model = build_model(preset_config("tiny", variant, **spec["overrides"]), spec["vocab"])
@@ -66,6 +70,12 @@ def run_one(setting: str, variant: str, steps: int) -> dict:
         logits = model(tokens[:, :-1]).logits
         F.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten()).backward()
     optimizer.zero_grad(set_to_none=True)
+    compile_s = 0.0
+    if compile:
+        model = torch.compile(model, dynamic=False)
+        start = time.perf_counter()
+        train_step(model, optimizer, tokens)          # compiles forward and backward
+        compile_s = time.perf_counter() - start
     train_step(model, optimizer, tokens)
     times = []
     for _ in range(steps):
@@ -79,36 +89,41 @@ def run_one(setting: str, variant: str, steps: int) -> dict:
         "tokens_per_s": BATCH * SEQ / step_time,
         "flops_per_token": counter.get_total_flops() / (BATCH * SEQ),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "compile_s": compile_s,
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--compile", action="store_true", help="torch.compile(model, dynamic=False)")
     parser.add_argument("--one", nargs=2, metavar=("SETTING", "VARIANT"))
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(run_one(*args.one, args.steps)))
+        print(json.dumps(run_one(*args.one, args.steps, args.compile)))
         return
     peak = matmul_flops()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"float32 matmul (2048^3): {peak / 1e9:.1f} GFLOP/s")
     print(f"seq {SEQ}, batch {BATCH}, float32, AdamW; best of {args.steps} steps; "
-          f"'of matmul' = achieved FLOP/s / matmul FLOP/s measured in the same process")
+          f"'of matmul' = achieved FLOP/s / matmul FLOP/s measured in the same process"
+          + ("; torch.compile(model, dynamic=False), 'compile s' = first step" if args.compile else ""))
     header = f"{'setting':9} {'variant':12} {'params':>10} {'tok/s':>8} {'peak MB':>8} " \
-             f"{'MFLOP/tok':>10} {'matmul GF/s':>11} {'of matmul':>9} {'time/tok vs tr':>14}"
+             f"{'MFLOP/tok':>10} {'matmul GF/s':>11} {'of matmul':>9} {'time/tok vs tr':>14}" \
+             + (f" {'compile s':>9}" if args.compile else "")
     print(header)
     for setting in SETTINGS:
         base = None
         for variant in VARIANTS:
-            out = subprocess.run([sys.executable, __file__, "--one", setting, variant, "--steps", str(args.steps)],
+            cmd = [sys.executable, __file__, "--one", setting, variant, "--steps", str(args.steps)]
+            out = subprocess.run(cmd + (["--compile"] if args.compile else []),
                                  capture_output=True, text=True, check=True)
             r = json.loads(out.stdout)
             base = base or r["tokens_per_s"]
             frac = r["flops_per_token"] * r["tokens_per_s"] / r["matmul_flops"]
             print(f"{setting:9} {variant:12} {r['params'] / 1e6:9.2f}M {r['tokens_per_s']:8.0f} "
                   f"{r['peak_rss_mb']:8.0f} {r['flops_per_token'] / 1e6:10.1f} {r['matmul_flops'] / 1e9:11.1f} {frac:9.1%} "
-                  f"{base / r['tokens_per_s']:13.2f}x")
+                  f"{base / r['tokens_per_s']:13.2f}x" + (f" {r['compile_s']:9.1f}" if args.compile else ""))
 
 
 if __name__ == "__main__":

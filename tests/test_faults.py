@@ -22,8 +22,8 @@ from test_e2e_dvc import copy_tree, dvc, sh
 pytestmark = pytest.mark.e2e
 
 RUN = "hope-s0"
-TIMING = {"tokens_per_s", "step_s", "train_seconds", "wall_time_s", "torch_threads",
-          "git_commit"}
+TIMING = {"tokens_per_s", "step_s", "train_seconds", "first_step_seconds", "wall_time_s",
+          "torch_threads", "git_commit"}
 
 
 @pytest.fixture(scope="module")

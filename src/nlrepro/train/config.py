@@ -102,6 +102,9 @@ class TrainConfig:
     fsdp: bool = False
     # Recompute each block's activations in backward (saves memory, costs time).
     activation_checkpointing: bool = False
+    # torch.compile the model's chunk step (inductor; compile time reported apart from
+    # the step time; docs/PERFORMANCE.md says when it pays).
+    compile: bool = False
     # torch threads per process on CPU (null = torch's default).
     threads: Optional[int] = field(default=None, metadata=rng(1, 1024))
 

@@ -114,6 +114,13 @@ def apply_activation_checkpointing(model: nn.Module) -> None:
         block.forward = functools.partial(checkpoint, block.forward, use_reentrant=False)
 
 
+def compile_model(net: nn.Module) -> nn.Module:
+    """``train.compile``: ``torch.compile`` of the (wrapped) model with static shapes
+    (training rows never change length). Dynamo unrolls the chunk recurrence into one
+    graph, so compilation grows with chunks x layers (docs/PERFORMANCE.md)."""
+    return torch.compile(net, dynamic=False)
+
+
 def wrap(model: nn.Module, info: DistInfo, fsdp: bool) -> nn.Module:
     """DDP (or FSDP2 when asked) across ranks; the model itself is unchanged. FSDP2 also
     applies to a process group of one (e.g. one GPU under torchrun), where it changes

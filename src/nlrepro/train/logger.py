@@ -63,6 +63,9 @@ class RunLogger:
               f"{m.get('tokens_per_s', 0):,.0f} tok/s skipped {m.get('skipped_total', 0)} "
               f"ETA {eta:.0f}s", file=sys.stderr, flush=True)
 
+    def note(self, text: str) -> None:
+        print(f"train {self.name}: {text}", file=sys.stderr, flush=True)
+
     def finish(self, summary: dict) -> None:
         self.live.summary.update(_clean(summary))
         self.live.make_summary()

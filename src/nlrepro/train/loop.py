@@ -66,6 +66,7 @@ class Trainer:
         self.val_rows = val_rows
         self.teach_schedule = TeachSchedule(run.teach_scale, run.teach)
         self.skips = SkipCounter(cfg.max_skips)
+        self.first_step_s: float | None = None   # of this process (compile time, if any)
         # Everything a resume restores: model, optimiser and the progress counters.
         self.state = TrainingState(model, self.optimizer,
                                    Progress(teach_scale=self.teach_schedule(0)), cfg.fsdp)
@@ -185,6 +186,10 @@ class Trainer:
             t0 = time.monotonic()
             metrics = self.train_step()
             dt = time.monotonic() - t0
+            if self.first_step_s is None:   # with train.compile: compilation included
+                self.first_step_s = dt
+                if cfg.compile and logger:
+                    logger.note(f"first step {dt:.1f}s (torch.compile included)")
             step = self.step  # steps done
             if logger and (step % cfg.log_every == 0 or step == cfg.steps):
                 done = step - start_step
@@ -210,5 +215,5 @@ class Trainer:
                 "clip_rate": {k: total / count for k, (total, count) in sorted(p.guard_sums.items())},
                 "nonfinite_seen": p.nonfinite_seen, "teach_scale_final": p.teach_scale,
                 "tokens_seen": p.tokens_seen, "params": params,
-                "train_seconds": seconds}
+                "train_seconds": seconds, "first_step_seconds": self.first_step_s}
 

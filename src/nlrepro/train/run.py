@@ -70,6 +70,8 @@ def train_run(run: RunConfig, paths: RunPaths, info: D.DistInfo, lineage: dict,
     if cfg.activation_checkpointing:
         D.apply_activation_checkpointing(model)
     wrapped = D.wrap(model, info, cfg.fsdp)
+    if cfg.compile:  # the training forward only; evaluation and checkpoints use the bare model
+        wrapped = D.compile_model(wrapped)
 
     run_dir = paths.run_dir(run)
     # FSDP runs checkpoint per-rank shards into a directory (train/sharded.py).
