@@ -37,6 +37,10 @@ SETTINGS = {
     "d128-L2": {"overrides": {"n_layers": 2}, "vocab": 32000},
 }
 VARIANTS = ("transformer", "titan", "hope")
+# (setting, variant), what, limit: time per token relative to transformer, or the achieved
+# fraction of the matmul FLOP/s.
+TARGETS = [(("tiny", "hope"), "time", 2.0), (("tiny", "titan"), "time", 1.5),
+           (("d128-L2", "hope"), "time", 1.5), (("d128-L2", "transformer"), "peak", 0.40)]
 SEQ, BATCH = 256, 8
 
 
@@ -112,6 +116,7 @@ def main() -> None:
              f"{'MFLOP/tok':>10} {'matmul GF/s':>11} {'of matmul':>9} {'time/tok vs tr':>14}" \
              + (f" {'compile s':>9}" if args.compile else "")
     print(header)
+    results = {}
     for setting in SETTINGS:
         base = None
         for variant in VARIANTS:
@@ -124,6 +129,18 @@ def main() -> None:
             print(f"{setting:9} {variant:12} {r['params'] / 1e6:9.2f}M {r['tokens_per_s']:8.0f} "
                   f"{r['peak_rss_mb']:8.0f} {r['flops_per_token'] / 1e6:10.1f} {r['matmul_flops'] / 1e9:11.1f} {frac:9.1%} "
                   f"{base / r['tokens_per_s']:13.2f}x" + (f" {r['compile_s']:9.1f}" if args.compile else ""))
+            results[setting, variant] = {**r, "of_matmul": frac, "vs_transformer": base / r["tokens_per_s"]}
+    print("\ntargets (issue 14):")
+    for (setting, variant), kind, limit in TARGETS:
+        r = results[setting, variant]
+        if kind == "time":
+            flops = r["flops_per_token"] / results[setting, "transformer"]["flops_per_token"]
+            print(f"  {variant} at {setting}: time per token {r['vs_transformer']:.2f}x Transformer++ "
+                  f"(target <= {limit:.1f}x: {'met' if r['vs_transformer'] <= limit else 'missed'}); "
+                  f"FLOPs per token {flops:.2f}x")
+        else:
+            print(f"  {variant} at {setting}: {r['of_matmul']:.1%} of the matmul FLOP/s "
+                  f"(target >= {limit:.0%}: {'met' if r['of_matmul'] >= limit else 'missed'})")
 
 
 if __name__ == "__main__":

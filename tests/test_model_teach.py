@@ -66,3 +66,17 @@ def test_the_model_teaches_its_cms_with_each_tokens_next_token_loss():
                     w2 - 0.3 * u.mT @ h)
         for got, want in zip(second.layers[layer].ffn.weights[0], expected):
             torch.testing.assert_close(got, want, rtol=0, atol=1e-13)
+
+
+def test_the_forwards_own_logits_give_the_same_teach_signal_as_recomputed_ones():
+    torch.manual_seed(1)
+    batch, length, dim, vocab = 2, 4, 8, 13
+    norm = RMSNorm(dim, 1e-6).double()
+    embedding = torch.randn(vocab, dim, dtype=torch.float64)
+    hidden = 2 * torch.randn(batch, length, dim, dtype=torch.float64)
+    targets = torch.randint(0, vocab, (batch, length))
+    logits = F.linear(norm(hidden), embedding).requires_grad_()
+    reused = teach_signal(hidden, targets, norm.weight.detach(), embedding, norm.eps, logits=logits)
+    recomputed = teach_signal(hidden, targets, norm.weight.detach(), embedding, norm.eps)
+    torch.testing.assert_close(reused, recomputed, rtol=0, atol=1e-14)
+    assert not reused.requires_grad

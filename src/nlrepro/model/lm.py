@@ -44,10 +44,12 @@ class LayerState:
 
 @dataclass
 class PendingTeach:
-    """The last step's tokens and residual stream entering the final norm."""
+    """The last step's tokens, residual stream entering the final norm, and logits (the
+    teach signal reuses them instead of recomputing the vocabulary projection)."""
 
     tokens: Tensor
     hidden: Tensor
+    logits: Tensor
 
 
 @dataclass
@@ -178,15 +180,18 @@ class NestedLM(nn.Module):
         """Logits (B, T, V) for tokens (B, T), looping over base-chunk steps."""
         state = self.fresh_state() if state is None else state
         ctx = self.context(teach_scale)
-        hidden, start, total = [], 0, tokens.shape[1]
+        outs, start, total = [], 0, tokens.shape[1]
         while start < total:
             n = total - start
             if self.step_chunk is not None:
                 n = min(n, self.step_chunk - state.pos % self.step_chunk)
-            h, state = self._step(tokens[:, start:start + n], state, ctx)
-            hidden.append(h)
+            out, state = self._step(tokens[:, start:start + n], state, ctx)
+            outs.append(out)
             start += n
-        return ForwardResult(self.head(torch.cat(hidden, dim=1)), state, ctx.stats.as_dict())
+        out = torch.cat(outs, dim=1)
+        # A teaching model's steps already hold their logits (the teach signal needs them);
+        # the others project the whole stream at once.
+        return ForwardResult(out if self.teaches else self.head(out), state, ctx.stats.as_dict())
 
     def head(self, hidden: Tensor) -> Tensor:
         """Logits of the residual stream: RMSNorm, then the tied embedding."""
@@ -197,19 +202,24 @@ class NestedLM(nn.Module):
         """One recurrence step over tokens (B, n) inside one base chunk (``pos`` aligned)."""
         if self.step_chunk is not None and state.pos % self.step_chunk + tokens.shape[1] > self.step_chunk:
             raise ValueError(f"a step may not cross a multiple of the base chunk {self.step_chunk}")
-        hidden, state = self._step(tokens, state, self.context(teach_scale, stats))
-        return self.head(hidden), state
+        out, state = self._step(tokens, state, self.context(teach_scale, stats))
+        return (out if self.teaches else self.head(out)), state
 
     def _step(self, tokens: Tensor, state: ModelState, ctx: InnerContext) -> tuple[Tensor, ModelState]:
-        """The step's residual stream entering the final norm, and the new state."""
+        """The new state, and the step's logits (a teaching model) or its residual stream
+        entering the final norm (the others: ``forward`` projects all steps at once)."""
         teach = None if state.pending is None else self._teach(state.pending, tokens[:, :1], ctx)
         x = self.embed(tokens)
         new_layers = []
         for block, layer_state in zip(self.blocks, state.layers):
             x, layer_state = block(x, layer_state, state.pos, ctx, teach)
             new_layers.append(layer_state)
-        pending = PendingTeach(tokens, x) if self.teaches else None
-        return x, ModelState(state.pos + tokens.shape[1], new_layers, pending)
+        new_state = ModelState(state.pos + tokens.shape[1], new_layers, None)
+        if not self.teaches:
+            return x, new_state
+        logits = self.head(x)
+        new_state.pending = PendingTeach(tokens, x, logits)
+        return logits, new_state
 
     def _teach(self, p: PendingTeach, next_token: Tensor, ctx: InnerContext) -> Teach:
         """The previous step's teach signal, now that its last target is known (the
@@ -217,7 +227,8 @@ class NestedLM(nn.Module):
         if ctx.teach_scale <= 0:
             return Teach(None)
         targets = torch.cat([p.tokens[:, 1:], next_token], dim=1)
-        delta = teach_signal(p.hidden, targets, self.final_norm.weight, self.embed.weight, self.final_norm.eps)
+        delta = teach_signal(p.hidden, targets, self.final_norm.weight, self.embed.weight,
+                             self.final_norm.eps, logits=p.logits)
         ctx.stats.add("teach_signal_norm", delta.norm(dim=-1).mean())
         return Teach(teach_update_signal(delta, ctx.teach_scale, ctx.teach_clip, ctx.stats))
 
