@@ -9,6 +9,10 @@ from nlrepro.errors import NLReproError, cli_main
 from nlrepro.io import atomic_dir, read_table, write_json, write_table
 from nlrepro.progress import Progress
 
+# Documents per parquet row group of docs.parquet: stage shard reads it a row group at a
+# time, so this bounds shard's memory (filter itself holds the corpus, for dedup).
+ROW_GROUP_DOCS = 256
+
 
 @cli_main
 def main() -> None:
@@ -30,7 +34,7 @@ def main() -> None:
             "doc_id": [d for d, _, _ in kept],
             "source": [s for _, s, _ in kept],
             "text": [t for _, _, t in kept],
-        }))
+        }), row_group_size=ROW_GROUP_DOCS)
         write_json(out / "stats.json", {"sources": stats.sources, "rules": stats.rules})
     print(f"filter: kept {len(kept):,} of {len(docs):,} documents "
           f"({len(docs) / max(seconds, 1e-9):,.0f} docs/s)")

@@ -122,11 +122,12 @@ def write_json(path: str | Path, obj) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def write_table(path: str | Path, table: pa.Table) -> None:
-    """Parquet with fixed settings so equal tables give byte-identical files."""
+def write_table(path: str | Path, table: pa.Table, row_group_size: int | None = None) -> None:
+    """Parquet with fixed settings so equal tables give byte-identical files. A reader
+    decodes a row group at a time: ``row_group_size`` rows bound its memory."""
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd", use_dictionary=False,
-                       write_statistics=False, store_schema=True)
+                       write_statistics=False, store_schema=True, row_group_size=row_group_size)
 
 
 def read_table(path: str | Path, columns: list[str] | None = None) -> pa.Table:

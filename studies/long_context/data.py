@@ -1,8 +1,8 @@
 """Stage data: retrieval-heavy training rows mixed with the main corpus.
 
-Reads the main pipeline's tokenizer and tokenised corpus (data/tokenizer, data/tokens,
-read only) and writes studies/long_context/data/tokens/{train,val}.npy (rows of
-study.data.row_len tokens, uint16) and manifest.json, the layout the trainer reads.
+Reads the main pipeline's tokenizer and tokenised corpus (data/tokenizer, the token
+shards of data/tokens, read only) and writes studies/long_context/data/tokens/
+{train,val}.npy (rows of study.data.row_len tokens, uint16) and manifest.json, the layout the trainer reads.
 A row is, with probability retrieval_frac, passkey / key-value documents at log-uniform
 distances followed by corpus tokens to the end of the row, else a corpus window.
 """
@@ -16,6 +16,7 @@ from collections import Counter
 import numpy as np
 
 from nlrepro.data.retrieval import retrieval_row
+from nlrepro.data.token_shards import open_rows
 from nlrepro.data.tokenizer import EOS, file_hash, load_tokenizer
 from nlrepro.errors import NLReproError, cli_main
 from nlrepro.io import atomic_path
@@ -58,7 +59,7 @@ def main(argv: list[str]) -> None:
                 "tokenizer_sha256": file_hash(C.TOKENIZER), "splits": {}}
     C.TOKENS.mkdir(parents=True, exist_ok=True)
     for split, n in (("train", study.data.train_rows), ("val", study.data.val_rows)):
-        corpus = np.asarray(np.load(C.CORPUS / f"{split}.npy", mmap_mode="r")).reshape(-1)
+        corpus = np.asarray(open_rows(C.CORPUS, split)).reshape(-1)   # the shards, concatenated
         rows, stats = build_rows(encode, eos, corpus, study.data, n, params.seed, SPLITS[split])
         with atomic_path(C.TOKENS / f"{split}.npy") as tmp, open(tmp, "wb") as fh:
             np.save(fh, rows)

@@ -74,7 +74,8 @@ stages:
     wdir: ../..
     cmd: {cmd}.data
     deps:
-{_deps("data", ["data/tokenizer/tokenizer.json", "data/tokens/train.npy", "data/tokens/val.npy"], i2)}    params:
+{_deps("data", ["data/tokenizer/tokenizer.json", "data/tokens/manifest.json", "data/tokens/train",
+                  "data/tokens/val"], i2)}    params:
     - {PARAMS}:
       - seed
       - study.data

@@ -2,8 +2,9 @@
 
 Each split becomes one stream ``doc_0 <eos> doc_1 <eos> ...`` cut into rows of
 ``row_len`` tokens (a row is context + 1 shifted target); the tail shorter than a row is
-dropped and counted. Rows are stored as a 2-D ``.npy`` (uint16 when the vocabulary
-fits), which training opens with ``np.load(..., mmap_mode="r")``.
+dropped and counted. ``pack`` builds the rows in memory (tests, small inputs); stage
+tokenize streams the same rows into fixed-size ``.npy`` shards (uint16 when the vocabulary
+fits) with ``token_shards.RowWriter``, and training memory-maps them (docs/DATA.md).
 
 Mixture (train split only): a source of weight ``w`` contributes each of its documents
 ``floor(w)`` times plus once more with probability ``w - floor(w)`` (decided by a
@@ -23,13 +24,18 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size <= 1 << 16 else np.dtype(np.uint32)
 
 
-def encode_documents(tok: Tokenizer, texts: list[str], batch_docs: int) -> list[np.ndarray]:
-    """Token ids per document (the batched Rust encoder, without offsets)."""
+def encode_batch(tok: Tokenizer, texts: list[str]) -> list[np.ndarray]:
+    """Token ids of each text of one batch (the batched Rust encoder, without offsets);
+    a document's ids do not depend on the batch it is encoded in."""
     dtype = token_dtype(tok.get_vocab_size())
+    return [np.asarray(enc.ids, dtype=dtype) for enc in tok.encode_batch_fast(texts)]
+
+
+def encode_documents(tok: Tokenizer, texts: list[str], batch_docs: int) -> list[np.ndarray]:
+    """Token ids per document, encoded ``batch_docs`` at a time."""
     out: list[np.ndarray] = []
     for start in range(0, len(texts), batch_docs):
-        for enc in tok.encode_batch_fast(texts[start:start + batch_docs]):
-            out.append(np.asarray(enc.ids, dtype=dtype))
+        out.extend(encode_batch(tok, texts[start:start + batch_docs]))
     return out
 
 

@@ -15,20 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from nlrepro.data.token_shards import ShardedRows, open_rows  # noqa: F401  (re-exported)
 from nlrepro.errors import NLReproError
-
-
-def open_rows(token_dir: Path, split: str) -> np.ndarray:
-    path = Path(token_dir) / f"{split}.npy"
-    if not path.exists():
-        raise NLReproError(f"{path}: token rows not found (run the tokenize stage first)")
-    try:
-        rows = np.load(path, mmap_mode="r")
-    except (ValueError, OSError) as exc:
-        raise NLReproError(f"{path}: unreadable token rows ({type(exc).__name__})") from None
-    if rows.ndim != 2 or rows.shape[0] == 0:
-        raise NLReproError(f"{path}: expected a non-empty 2-D array of rows, got {rows.shape}")
-    return rows
 
 
 def token_manifest(token_dir: Path) -> dict:
@@ -41,7 +29,7 @@ def token_manifest(token_dir: Path) -> dict:
 class TrainBatches:
     """``batch(step)`` -> int64 tensor (local_batch, row_len) for this rank."""
 
-    def __init__(self, rows: np.ndarray, global_batch: int, seed: int, rank: int = 0,
+    def __init__(self, rows: ShardedRows | np.ndarray, global_batch: int, seed: int, rank: int = 0,
                  world: int = 1):
         self.rows, self.B, self.seed = rows, global_batch, seed
         self.local = global_batch // world
@@ -61,7 +49,7 @@ class TrainBatches:
         return torch.from_numpy(self.rows[idx].astype(np.int64))
 
 
-def val_batches(rows: np.ndarray, batch_size: int, max_batches: int | None):
+def val_batches(rows: ShardedRows | np.ndarray, batch_size: int, max_batches: int | None):
     """Fixed validation batches: the first rows of the val split, in order."""
     n = len(rows) // batch_size
     if max_batches is not None:
