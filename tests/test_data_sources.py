@@ -1,5 +1,6 @@
 """Every source type: the Shakespeare parser, the synthetic generator, the hf loader on a
 local directory in the hub layout (the real `datasets` path), local txt/jsonl/parquet."""
+import itertools
 import json
 
 import pyarrow as pa
@@ -114,6 +115,116 @@ def test_hf_source_missing_text_field_is_one_clear_error(tmp_path):
 def test_hf_source_unknown_dataset_is_one_clear_error(tmp_path):
     with pytest.raises(NLReproError, match=r"source 'web' \(hf .*\): cannot load"):
         list(iter_hf(HFSource(type="hf", path=str(tmp_path / "no-such-dataset")), "web"))
+
+
+def _sharded_hub_dataset(root):
+    """A larger dataset repository in the hub layout: a dataset card whose YAML
+    ``configs`` map splits to files, three train shards of unequal size (the middle one
+    in several row groups), a validation shard and a second config."""
+    (root / "data").mkdir(parents=True)
+    (root / "extra").mkdir()
+    (root / "README.md").write_text(
+        "---\nconfigs:\n"
+        "- config_name: default\n  default: true\n  data_files:\n"
+        "  - split: train\n    path: data/train-*.parquet\n"
+        "  - split: validation\n    path: data/validation-*.parquet\n"
+        "- config_name: extra\n  data_files:\n"
+        "  - split: train\n    path: extra/*.parquet\n"
+        "---\n# tiny\nA test dataset in the hub layout.\n")
+    texts = [f"doc {i:02d} " + "w" * (i % 7) for i in range(23)]
+    bounds = [(0, 6), (6, 17), (17, 23)]
+    for k, (a, b) in enumerate(bounds):
+        pq.write_table(pa.table({"text": texts[a:b], "n": list(range(a, b))}),
+                       root / "data" / f"train-{k:05d}-of-{len(bounds):05d}.parquet",
+                       row_group_size=4)
+    pq.write_table(pa.table({"text": ["val 0", "val 1"]}),
+                   root / "data" / "validation-00000-of-00001.parquet")
+    pq.write_table(pa.table({"text": ["extra 0"]}), root / "extra" / "x.parquet")
+    return root, texts
+
+
+def _read(src, state=None):
+    from nlrepro.data.sources import HFReader
+    reader = HFReader(src, "web", state)
+    return reader, list(reader)
+
+
+def test_hf_source_reads_shards_in_order_and_the_card_configs(tmp_path):
+    repo, texts = _sharded_hub_dataset(tmp_path / "org" / "sharded")
+    _, docs = _read(HFSource(type="hf", path=str(repo), limit=None, max_chars=10**9))
+    assert [t for _, t in docs] == texts
+    assert [d for d, _ in docs] == [f"hf/{repo}/default/train/{i:09d}" for i in range(23)]
+    _, val = _read(HFSource(type="hf", path=str(repo), split="validation"))
+    assert [t for _, t in val] == ["val 0", "val 1"]
+    _, extra = _read(HFSource(type="hf", path=str(repo), name="extra"))
+    assert extra == [(f"hf/{repo}/extra/train/000000000", "extra 0")]
+
+
+@pytest.mark.parametrize("limit", [1, 6, 7, 16, 17, 18, 23, 40])
+def test_hf_source_limit_across_shard_boundaries(tmp_path, limit):
+    repo, texts = _sharded_hub_dataset(tmp_path / "org" / "sharded")
+    reader, docs = _read(HFSource(type="hf", path=str(repo), limit=limit))
+    assert [t for _, t in docs] == texts[:limit]
+    assert reader.state_dict()["docs"] == min(limit, 23)
+
+
+@pytest.mark.parametrize("max_chars, limit, expected", [
+    (1, None, 1),         # the first document already reaches the budget: kept whole
+    (60, None, 7),        # 6 documents hold 57 characters, the 7th crosses 60
+    (57, None, 6),        # exactly reached: stop, take no more
+    (60, 3, 3),           # the limit comes first
+    (10**9, None, 23),    # the split runs out first
+])
+def test_hf_source_character_budget(tmp_path, max_chars, limit, expected):
+    repo, texts = _sharded_hub_dataset(tmp_path / "org" / "sharded")
+    assert sum(map(len, texts[:6])) == 57
+    reader, docs = _read(HFSource(type="hf", path=str(repo), limit=limit, max_chars=max_chars))
+    assert [t for _, t in docs] == texts[:expected]
+    assert reader.state_dict()["chars"] == sum(map(len, texts[:expected]))
+
+
+@pytest.mark.parametrize("stop", [0, 1, 4, 6, 9, 16, 17, 20])
+def test_hf_source_resumed_read_continues_exactly(tmp_path, stop):
+    from nlrepro.data.sources import HFReader
+    repo, texts = _sharded_hub_dataset(tmp_path / "org" / "sharded")
+    src = HFSource(type="hf", path=str(repo), limit=20)
+    _, whole = _read(src)
+    reader = HFReader(src, "web")
+    first = list(itertools.islice(reader, stop))  # a crash after `stop` documents
+    state = json.loads(json.dumps(reader.state_dict()))  # as saved to disk
+    assert state["docs"] == stop
+    _, rest = _read(src, state)
+    assert first + rest == whole
+    # the position without the datasets state: skip-based resume, same documents
+    _, skipped = _read(src, {"docs": state["docs"], "chars": state["chars"]})
+    assert skipped == rest
+
+
+def test_hf_source_resume_keeps_the_budget_of_the_whole_read(tmp_path):
+    repo, texts = _sharded_hub_dataset(tmp_path / "org" / "sharded")
+    src = HFSource(type="hf", path=str(repo), limit=None, max_chars=100)
+    _, whole = _read(src)
+    reader, part = _read(HFSource(type="hf", path=str(repo), limit=5))
+    second, rest = _read(src, reader.state_dict())
+    assert part + rest == whole
+    # a resumed read can itself be saved and resumed; a finished one yields nothing more
+    assert _read(src, second.state_dict())[1] == []
+
+
+def test_hf_source_resume_state_of_another_source_is_one_clear_error(tmp_path):
+    repo, _ = _sharded_hub_dataset(tmp_path / "org" / "sharded")
+    reader, _ = _read(HFSource(type="hf", path=str(repo), limit=3))
+    other = HFSource(type="hf", path=str(repo), split="validation")
+    with pytest.raises(NLReproError, match="resume state belongs to another source"):
+        _read(other, reader.state_dict())
+    with pytest.raises(NLReproError, match="resume state needs 'docs' and 'chars'"):
+        _read(other, {"datasets": None})
+
+
+def test_hf_source_needs_a_limit_or_a_budget():
+    from nlrepro.configlib import ConfigError
+    with pytest.raises(ConfigError, match=r"^x: set limit or max_chars"):
+        HFSource(type="hf", path="org/ds", limit=None).validate("x")
 
 
 def test_local_txt_one_document_per_file(tmp_path):

@@ -39,18 +39,30 @@ class SyntheticSource:
 
 @dataclass(frozen=True)
 class HFSource:
+    """A hub dataset (or a local directory in the hub layout), streamed in order.
+
+    The read stops at ``limit`` documents or once ``max_chars`` characters of text have
+    been read, whichever comes first; at least one of the two must be set, since a hub
+    dataset can be terabytes. The budget is in characters, not tokens: the tokenizer is
+    trained after ingest, so tokens are not known yet (about 4 characters per token for
+    English BPE is a rough guide).
+    """
     type: Literal["hf"]
     path: str = ""
     name: Optional[str] = None
     split: str = "train"
     text_field: str = "text"
-    limit: int = field(default=10_000, metadata=rng(1, None))
+    limit: Optional[int] = field(default=10_000, metadata=rng(1, None))
+    max_chars: Optional[int] = field(default=None, metadata=rng(1, None))
     revision: Optional[str] = None
     weight: float = field(default=1.0, metadata=rng(0.0, 100.0))
 
     def validate(self, path: str) -> None:
         if not self.path:
             raise ConfigError(f"{path}.path: a dataset id or local directory is required")
+        if self.limit is None and self.max_chars is None:
+            raise ConfigError(f"{path}: set limit or max_chars (or both); an unbounded "
+                              f"read of a hub dataset is not allowed")
 
 
 @dataclass(frozen=True)
@@ -109,6 +121,7 @@ class TokenizerConfig:
 class TokenizeConfig:
     row_len: int = field(default=257, metadata=rng(2, 1_048_576))
     batch_docs: int = field(default=256, metadata=rng(1, None))
+    shard_rows: int = field(default=4096, metadata=rng(1, None))
 
 
 @dataclass(frozen=True)
