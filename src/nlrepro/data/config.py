@@ -85,6 +85,17 @@ Source = Union[ShakespeareSource, SyntheticSource, HFSource, LocalSource]
 # --- data stages -----------------------------------------------------------------------
 
 @dataclass(frozen=True)
+class SlurmConfig:
+    """Where the filter engine's tasks run on a Slurm cluster (``executor: slurm``)."""
+    partition: Optional[str] = None
+    time: str = "04:00:00"
+    cpus_per_task: int = field(default=1, metadata=rng(1, 256))
+    mem_per_cpu_gb: int = field(default=2, metadata=rng(1, 1024))
+    # The cluster nodes' Python environment (a venv directory on the shared filesystem).
+    venv: Optional[str] = None
+
+
+@dataclass(frozen=True)
 class FilterConfig:
     min_chars: int = field(default=200, metadata=rng(0, None))
     max_chars: int = field(default=1_000_000, metadata=rng(1, None))
@@ -93,10 +104,22 @@ class FilterConfig:
     near_dup_threshold: Optional[float] = field(default=0.8, metadata=rng(0.0, 1.0))
     shingle_words: int = field(default=5, metadata=rng(1, 64))
     num_perm: int = field(default=128, metadata=rng(8, 4096))
+    # Parallel engine (nlrepro.data.engine, datatrove): same output for any worker count.
+    workers: int = field(default=1, metadata=rng(1, 100_000))
+    executor: Literal["local", "slurm"] = "local"
+    part_docs: int = field(default=10_000, metadata=rng(1, None))
+    slurm: SlurmConfig = SlurmConfig()
 
     def validate(self, path: str) -> None:
         if self.max_chars < self.min_chars:
             raise ConfigError(f"{path}.max_chars: must be >= min_chars ({self.min_chars})")
+        if self.executor == "slurm" and not self.slurm.partition:
+            raise ConfigError(f"{path}.slurm.partition: required when executor is slurm")
+
+    @property
+    def uses_engine(self) -> bool:
+        """True when the datatrove engine runs the filter (else the in-process path)."""
+        return self.workers > 1 or self.executor == "slurm"
 
 
 @dataclass(frozen=True)
