@@ -220,10 +220,11 @@ def test_a_16k_passkey_evaluation_streams_in_bounded_memory(variant, tok):
     assert sizes[-1] == sizes[0] == max(sizes)
     full = _state_bytes_along(_model(variant, attention="full"), 4096, 1024)
     assert full[-1] > 3 * full[0]
-    # the real evaluation path (stream, greedy decode, teacher-forced key score) at 1K and
-    # 16K: the largest state it ever holds is the same
+    # the real evaluation path (stream, greedy decode, teacher-forced key score) at 4K and
+    # 16K: the largest state it ever holds is the same (both stream full 2048-token calls,
+    # whose last step leaves a full base chunk of logits pending for hope's teach signal)
     peaks = {}
-    for length in (1024, 16384):
+    for length in (4096, 16384):
         probe = E.build_probes(lambda s: tok.encode(s, add_special_tokens=False).ids,
                                [length - 20], [0.0], 1, seed=0)[0]
         assert len(probe.prompt) >= length - 20
@@ -244,7 +245,7 @@ def test_a_16k_passkey_evaluation_streams_in_bounded_memory(variant, tok):
         assert len(records) == 1 and isinstance(records[0]["correct"], bool)
         assert math.isfinite(records[0]["loglik"])
         peaks[length] = max(seen)
-    assert peaks[16384] == peaks[1024]
+    assert peaks[16384] == peaks[4096]
 
 
 def test_repeat_doc_copies_its_numbers_from_the_distance_back(tok, enc):
