@@ -41,9 +41,11 @@ import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 from nlrepro.model.lm import build_model  # noqa: E402
 from nlrepro.model.presets import preset_config  # noqa: E402
+from bench_model import matmul_flops  # noqa: E402  (the CPU's reference peak, as the bench measures it)
 
 VARIANTS = ("transformer", "titan", "hope")
 # Dense bf16 tensor-core peak FLOP/s by device name (most specific first), from the
@@ -61,18 +63,6 @@ def peak_bf16(name: str) -> float | None:
         if key in name:
             return flops
     return None
-
-
-def matmul_flops(device: torch.device, n: int = 1024, reps: int = 10) -> float:
-    """Best float32 FLOP/s of an n x n matmul (the CPU's reference peak)."""
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    a @ b
-    best = float("inf")
-    for _ in range(reps):
-        start = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - start)
-    return 2 * n ** 3 / best
 
 
 def settings(device: torch.device, args) -> dict:
@@ -130,7 +120,7 @@ def throughput(variant: str, s: dict, device: torch.device) -> dict:
         peak, peak_kind = peak_bf16(name), "bf16 peak"
     else:
         peak_mem = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
-        name, peak, peak_kind = "cpu", matmul_flops(device), "fp32 matmul"
+        name, peak, peak_kind = "cpu", matmul_flops(1024), "fp32 matmul"
     flops = counter.get_total_flops() / tokens_per_step
     tps = tokens_per_step / step_time
     return {"variant": variant, "device": name, "params": sum(p.numel() for p in model.parameters()),
