@@ -11,7 +11,7 @@ def test_device_check_runs_at_tiny_size_on_cpu(tmp_path):
     cmd = ["bash", str(REPO / "scripts/device_check.sh"), "--steps", "2", "--seq", "64",
            "--batch", "2", "--out", str(tmp_path)]
     result = subprocess.run(cmd, env=stage_env(), capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-3000:])
     out = json.loads((tmp_path / "device_check.json").read_text())
     assert out["failed"] == [] and out["settings"]["preset"] == "tiny"
     rows = {r["variant"]: r for r in out["throughput"]}
