@@ -1,19 +1,23 @@
 """Benchmark of the data stages on the embedded corpus (Shakespeare + synthetic).
 
 Prints filter throughput (documents/s) and tokenization throughput (tokens/s) of our
-path (`encode_documents` + `pack`, what stage tokenize runs) next to the raw
+path (`encode_batch` per batch into `token_shards.RowWriter`, which writes the token
+shards: what stage tokenize runs) next to the raw
 `tokenizers` batch encoders on the same text in the same run, with their ratios.
 Run: `make bench` (or `PYTHONPATH=src python benchmarks/bench_data.py`).
 """
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
+from pathlib import Path
 
 from nlrepro.data.config import FilterConfig, ShakespeareSource, SyntheticSource
 from nlrepro.data.filters import filter_documents
 from nlrepro.data.sources import iter_source
-from nlrepro.data.tokenize import encode_documents, pack
+from nlrepro.data.token_shards import RowWriter
+from nlrepro.data.tokenize import encode_batch, token_dtype
 from nlrepro.data.tokenizer import train_tokenizer
 
 
@@ -50,16 +54,20 @@ def main() -> None:
     n_tokens = sum(len(e.ids) for e in encs)
     t_fast, _ = best_of(lambda: tok.encode_batch_fast(texts), args.repeats)
 
-    def ours():
-        ids = encode_documents(tok, texts, batch_docs=256)
-        return pack(ids, list(range(len(ids))), 0, 257)
+    def ours(out: Path) -> dict:
+        writer = RowWriter(out, "train", 257, 4096, 0, token_dtype(tok.get_vocab_size()))
+        for start in range(0, len(texts), 256):
+            for ids in encode_batch(tok, texts[start:start + 256]):
+                writer.add(ids)
+        return writer.close()
 
-    t_ours, _ = best_of(ours, args.repeats)
+    with tempfile.TemporaryDirectory() as tmp:
+        t_ours, _ = best_of(lambda: ours(Path(tmp)), args.repeats)
     raw, fast, mine = n_tokens / t_raw, n_tokens / t_fast, n_tokens / t_ours
     print(f"tokenize: {n_tokens:,} tokens")
     print(f"  tokenizers encode_batch       {raw:12,.0f} tokens/s")
     print(f"  tokenizers encode_batch_fast  {fast:12,.0f} tokens/s")
-    print(f"  nlrepro encode+pack           {mine:12,.0f} tokens/s")
+    print(f"  nlrepro encode + shards       {mine:12,.0f} tokens/s")
     print(f"  ratio nlrepro / encode_batch      {mine / raw:.2f}  (target >= 0.8)")
     print(f"  ratio nlrepro / encode_batch_fast {mine / fast:.2f}")
 

@@ -115,10 +115,10 @@ def main() -> None:
     step = med["forward"] + med["backward"] + med["optimizer"]
     print(f"{args.variant} @ {args.setting}: step {step * 1e3:.0f} ms (median of {args.steps}), "
           f"{torch.get_num_threads()} threads\n")
-    print(f"| part | ms | share of step |\n|---|---:|---:|")
+    print("| part | ms | share of step |\n|---|---:|---:|")
     for k in ("forward", "backward", "optimizer"):
         print(f"| {k} | {med[k] * 1e3:.0f} | {med[k] / step:.0%} |")
-    print(f"\n| forward component (exclusive) | ms | share of forward |\n|---|---:|---:|")
+    print("\n| forward component (exclusive) | ms | share of forward |\n|---|---:|---:|")
     for k in sorted((k for k in med if k not in ("forward", "backward", "optimizer")), key=lambda k: -med[k]):
         print(f"| {k} | {med[k] * 1e3:.1f} | {med[k] / med['forward']:.0%} |")
     if args.ops:
