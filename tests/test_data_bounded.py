@@ -1,8 +1,8 @@
 """Bounded memory of the data stages, and the token shards and their index.
 
-The RSS test runs ingest, shard and tokenize on a generated corpus and on one 10x larger
-and checks each stage's peak resident memory grows by at most 1.2x: what a stage holds
-must be a batch or a shard, not the corpus (docs/DATA.md, "Bounded memory")."""
+The RSS test runs the data stages on a generated corpus and on one 10x larger and checks
+each stage's peak resident memory grows by at most 1.2x: what a stage holds must be a
+batch, a shard or a bounded sample, not the corpus (docs/DATA.md, "Bounded memory")."""
 from __future__ import annotations
 
 import json
@@ -20,7 +20,8 @@ from nlrepro.data.tokenize import pack
 from nlrepro.errors import NLReproError
 from nlrepro.train.data import TrainBatches, open_rows, val_batches
 
-MEASURED = ("stages.ingest synthetic", "stages.shard", "stages.tokenize")
+MEASURED = ("stages.ingest synthetic", "stages.filter", "stages.shard", "stages.tokenizer",
+            "stages.tokenize")
 
 
 # Runs the stage module as __main__ and, at exit, writes the process's VmHWM (peak RSS of
@@ -50,10 +51,9 @@ def run_measured(cwd, *args: str) -> int:
 
 
 def corpus_params(num_docs: int, **tokenize) -> dict:
-    """Only the synthetic source, long documents, no near-dedup (it is quadratic-ish and
-    not what is measured here), a small tokenizer and small shards."""
+    """Only the synthetic source, long documents, a small tokenizer sample (what the
+    tokenizer stage holds) and small shards."""
     params = smoke_params(data={
-        "filter": {"near_dup_threshold": None},
         "shard": {"docs_per_shard": 64},
         "tokenizer": {"vocab_size": 300, "sample_chars": 100_000},
         "tokenize": {"row_len": 65, "shard_rows": 256, "batch_docs": 64, **tokenize}})

@@ -1,7 +1,7 @@
-"""The filter on datatrove (nlrepro.data.engine): byte-identical docs.parquet and equal
-stats for 1 and 2 workers and for the in-process filter_documents; the Slurm job chain
-built without submitting; resumable tasks; the stage end to end (the cluster recipe of
-docs/DATA.md, run with the local executor)."""
+"""The filter on datatrove (nlrepro.data.engine): equal documents and stats for 1, 2 and
+3 workers and for the in-process filter_documents; the Slurm job chain built without
+submitting; resumable tasks; the stage end to end, byte-identical for 1 and 2 workers
+(the cluster recipe of docs/DATA.md, run with the local executor)."""
 from __future__ import annotations
 
 import dataclasses
@@ -72,6 +72,18 @@ def in_process(paths: dict, cfg: FilterConfig):
     return filter_documents(docs, cfg)
 
 
+def engine(paths: dict, cfg: FilterConfig, scratch):
+    """filter_files, and the documents it wrote, as filter_documents returns them."""
+    out = scratch.parent / f"{scratch.name}.parquet"
+    n, stats = filter_files(paths, cfg, scratch, out, 16)
+    t = pq.read_table(out)
+    kept = list(zip(t["doc_id"].to_pylist(), t["source"].to_pylist(), t["text"].to_pylist()))
+    assert n == len(kept)
+    meta = pq.ParquetFile(out).metadata
+    assert all(meta.row_group(i).num_rows == 16 for i in range(meta.num_row_groups - 1))
+    return kept, stats
+
+
 def test_one_and_two_workers_equal_the_in_process_filter(tmp_path):
     paths = write_sources(tmp_path, corpus())
     kept0, stats0 = in_process(paths, CFG)
@@ -79,7 +91,7 @@ def test_one_and_two_workers_equal_the_in_process_filter(tmp_path):
     assert stats0.rules["too_short"]["docs"] and stats0.rules["low_alpha"]["docs"]
     for workers in (1, 2):
         cfg = dataclasses.replace(CFG, workers=workers)
-        kept, stats = filter_files(paths, cfg, tmp_path / f"scratch{workers}")
+        kept, stats = engine(paths, cfg, tmp_path / f"scratch{workers}")
         assert kept == kept0, workers
         assert stats.sources == stats0.sources and stats.rules == stats0.rules
         assert not (tmp_path / f"scratch{workers}").exists()  # removed on success
@@ -89,35 +101,35 @@ def test_near_dedup_off_and_more_workers_than_parts(tmp_path):
     paths = write_sources(tmp_path, corpus(1, 60))
     cfg = dataclasses.replace(CFG, near_dup_threshold=None, part_docs=1000, workers=3)
     kept0, stats0 = in_process(paths, cfg)
-    kept, stats = filter_files(paths, cfg, tmp_path / "scratch")
+    kept, stats = engine(paths, cfg, tmp_path / "scratch")
     assert kept == kept0 and stats.rules == stats0.rules and stats.sources == stats0.sources
 
 
 def test_a_rerun_skips_completed_tasks(tmp_path, monkeypatch):
     """Completion markers of a crashed run's finished tasks make the rerun skip them."""
-    import nlrepro.data.engine as engine
+    import nlrepro.data.engine as engine_module
 
     paths = write_sources(tmp_path, corpus())
     cfg = dataclasses.replace(CFG, workers=2)
     scratch = tmp_path / "scratch"
     kept0, _ = in_process(paths, cfg)
-    monkeypatch.setattr(engine, "merge_ranks", lambda folder: (_ for _ in ()).throw(
+    monkeypatch.setattr(engine_module, "write_output", lambda *a: (_ for _ in ()).throw(
         RuntimeError("crash after the executors")))
     with pytest.raises(RuntimeError):
-        filter_files(paths, cfg, scratch)
+        engine(paths, cfg, scratch)
     done = sorted(p.name for p in (scratch / "logs" / "1_filter" / "completions").iterdir())
     assert done == ["00000", "00001"]
     monkeypatch.undo()
-    (scratch / "logs" / "4_apply" / "completions" / "00001").unlink()  # as if it had died
+    (scratch / "logs" / "1_filter" / "completions" / "00001").unlink()  # as if it had died
     from datatrove.executor import LocalPipelineExecutor
     to_run = []
     original = LocalPipelineExecutor.get_incomplete_ranks
     monkeypatch.setattr(LocalPipelineExecutor, "get_incomplete_ranks",
                         lambda self, *a, **k: to_run.append(original(self, *a, **k))
                         or to_run[-1])
-    kept, _ = filter_files(paths, cfg, scratch)
+    kept, _ = engine(paths, cfg, scratch)
     assert kept == kept0
-    # stages 1-3 complete: not started at all; stage 4 runs only the rank without a marker
+    # step 1 runs only the rank without a marker; step 2 (complete) is not started at all
     assert to_run == [[1]]
 
 
@@ -134,17 +146,16 @@ def test_slurm_chain_is_built_without_submitting(tmp_path, monkeypatch):
         return str(100 + len(submitted))
     monkeypatch.setattr(slurm, "launch_slurm_job", fake_sbatch)
     executors = build_executors(cfg, tmp_path / "scratch", cwd=tmp_path)
-    assert [e.tasks for e in executors] == [4, 8, 1, 4]  # 8 = LSH bands
+    assert [e.tasks for e in executors] == [4, 1]
     executors[-1].run()
     jobs = [(s, a) for s, a in submitted if "launch_pickled_pipeline" in s]  # not merge_stats
     assert [s.split("--job-name=")[1].split("\n")[0] for s, _ in jobs] == [
-        f"nlrepro_filter_{n}" for n in ("1_filter", "2_buckets", "3_decide", "4_apply")]
+        f"nlrepro_filter_{n}" for n in ("1_filter", "2_decide")]
     ids = {s.split("--job-name=")[1].split("\n")[0]: submitted.index((s, a)) + 101
            for s, a in jobs}
     deps = [next((x for x in a if x.startswith("--dependency")), None) for _, a in jobs]
     assert deps[0] is None
-    assert deps[1:] == [f"--dependency=afterok:{ids[f'nlrepro_filter_{n}']}"
-                        for n in ("1_filter", "2_buckets", "3_decide")]
+    assert deps[1:] == [f"--dependency=afterok:{ids['nlrepro_filter_1_filter']}"]
     script = jobs[0][0]
     assert "#SBATCH --partition=cpu" in script and "#SBATCH --array=0-3" in script
     assert f"source {tmp_path / 'venv' / 'bin' / 'activate'}" in script

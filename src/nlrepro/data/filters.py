@@ -8,6 +8,7 @@ permutations come from a fixed seed.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import unicodedata
@@ -35,27 +36,67 @@ _BLANKS = re.compile(r"\n{3,}")
 _WORD = re.compile(r"[a-z']+")
 
 
+# ASCII fast paths: an ASCII text (most of an English web corpus) is scanned with
+# bytes.translate at C speed; any other text goes through the regular expressions. Both
+# give the same result (tests/test_data_filters.py checks them against the plain rules).
+_ASCII_CONTROL = bytes(c for c in range(128) if _CONTROL.match(chr(c)))
+# [a-z'] kept, every other byte made a space: split() then finds _WORD's runs.
+_ASCII_WORDS = bytes(c if chr(c) in "abcdefghijklmnopqrstuvwxyz'" else 32 for c in range(256))
+_STOPWORDS_B = frozenset(w.encode() for w in STOPWORDS)
+
+
 def normalize(text: str) -> str:
     """NFC, Unix newlines, no control characters or trailing spaces, at most one blank
     line in a row. Newlines and indentation stay: verse and code need them."""
     text = unicodedata.normalize("NFC", text)
     text = text.replace("\r\n", "\n").replace("\r", "\n")
-    text = _CONTROL.sub("", text)
-    text = _TRAILING.sub("\n", text + "\n")
-    return _BLANKS.sub("\n\n", text).strip()
+    if text.isascii():
+        raw = text.encode("ascii")
+        kept = raw.translate(None, _ASCII_CONTROL)
+        if len(kept) != len(raw):
+            text = kept.decode("ascii")
+    else:
+        text = _CONTROL.sub("", text)
+    text += "\n"
+    if " \n" in text or "\t\n" in text:  # a substring test is far cheaper than a scan
+        text = _TRAILING.sub("\n", text)
+    if "\n\n\n" in text:
+        text = _BLANKS.sub("\n\n", text)
+    return text.strip()
+
+
+# ASCII bytes that str.isspace / str.isalpha accept: an ASCII text is counted with
+# bytes.translate (C speed), any other text character by character, with the same result.
+_ASCII_SPACE = bytes(c for c in range(128) if chr(c).isspace())
+_ASCII_ALPHA = bytes(c for c in range(128) if chr(c).isalpha())
 
 
 def alpha_fraction(text: str) -> float:
-    """Letters among non-whitespace characters."""
-    chars = [c for c in text if not c.isspace()]
-    return sum(c.isalpha() for c in chars) / len(chars) if chars else 0.0
+    """Letters (``str.isalpha``) among non-whitespace characters (``str.isspace``)."""
+    if text.isascii():
+        b = text.encode("ascii")
+        nonspace = len(b.translate(None, _ASCII_SPACE))
+        alpha = len(b) - len(b.translate(None, _ASCII_ALPHA))
+    else:  # count each distinct character once, then ask Python about it
+        points, counts = np.unique(np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32),
+                                   return_counts=True)
+        chars = [(chr(p), n) for p, n in zip(points.tolist(), counts.tolist())]
+        nonspace = sum(n for c, n in chars if not c.isspace())
+        alpha = sum(n for c, n in chars if c.isalpha())
+    return alpha / nonspace if nonspace else 0.0
 
 
 def stopword_fraction(text: str) -> float:
-    """Share of words that are English function words: near 0 for other languages,
-    code, tables and keyword spam; 0.3-0.5 for English prose and verse."""
-    words = _WORD.findall(text.lower())
-    return sum(w in STOPWORDS for w in words) / len(words) if words else 0.0
+    """Share of words (runs of ``[a-z']`` in the lower-cased text) that are English
+    function words: near 0 for other languages, code, tables and keyword spam; 0.3-0.5 for
+    English prose and verse."""
+    if text.isascii():
+        words = text.lower().encode("ascii").translate(_ASCII_WORDS).split()
+        hits = sum(map(_STOPWORDS_B.__contains__, words))
+    else:
+        words = _WORD.findall(text.lower())
+        hits = sum(map(STOPWORDS.__contains__, words))
+    return hits / len(words) if words else 0.0
 
 
 def content_hash(text: str) -> str:
@@ -71,27 +112,87 @@ def _splitmix64(z: np.ndarray) -> np.ndarray:
 
 
 class MinHasher:
-    """MinHash signatures of word shingles. Permutation ``i`` hashes a shingle as
-    ``splitmix64(blake2b64(shingle) XOR s_i)`` with salts ``s_i`` from a fixed seed."""
+    """MinHash signatures of word shingles, vectorised over a document's shingles.
+
+    A document's words are ``text.lower().split()``; shingle ``i`` is words ``i..i+k-1``
+    (one shingle of all words when there are fewer than ``k``). A word's 64-bit hash
+    ``h(w)`` is ``splitmix64(len(w) * L + sum_t (w_t + 1) * P^t)`` over its UTF-8 bytes
+    ``w_t`` (mod 2^64, ``P`` and ``L`` odd), computed for all words of a document at once
+    with array operations; a shingle's is ``g_i = splitmix64(sum_j c_j * h(w_{i+j}))``
+    with odd ``c_j``: the same k words in the same order give the same ``g``, others
+    collide with probability ~2^-64. Permutation ``p`` maps ``g`` to ``a_p * g + b_p``
+    (mod 2^64, ``a_p`` odd: a bijection), and the signature is the minimum of each over
+    the shingles. The word hashes are random 64-bit values, so two affine maps of them
+    order the shingles nearly independently (``test_minhash_estimates_jaccard`` checks
+    bias and spread against the binomial), at 2 array operations per permutation instead
+    of a full mixer's 9: the signature was most of the filter's time. Constants come from
+    a fixed seed, so signatures are the same in every process and on every machine.
+    """
+
+    BLOCK = 2048  # shingles per block: bounds the (block, num_perm) work array
 
     def __init__(self, num_perm: int, shingle_words: int, seed: int = 1):
         rng = np.random.default_rng(seed)
-        self.salts = rng.integers(0, np.iinfo(np.uint64).max, size=num_perm, dtype=np.uint64,
-                                  endpoint=True)
+        top = np.iinfo(np.uint64).max
+
+        def draw(n: int) -> np.ndarray:
+            return rng.integers(0, top, size=n, dtype=np.uint64, endpoint=True)
+        self.a = draw(num_perm) | np.uint64(1)
+        self.b = draw(num_perm)
+        self.c = draw(shingle_words) | np.uint64(1)
         self.k = shingle_words
+        self.P, self.L = draw(1)[0] | np.uint64(1), draw(1)[0] | np.uint64(1)
+        self._pow = np.ones(1, dtype=np.uint64)
+        self._work = np.empty((self.BLOCK, num_perm), dtype=np.uint64)
+
+    @property
+    def num_perm(self) -> int:
+        return self.a.size
+
+    def word_hashes(self, text: str) -> np.ndarray:
+        """``h(w)`` of the document's words, in order (one empty word if there are none)."""
+        data = np.frombuffer(" ".join(text.lower().split()).encode("utf-8"), dtype=np.uint8)
+        space = data == 32  # the words are joined by single spaces
+        starts = np.concatenate(([0], np.flatnonzero(space) + 1))
+        lengths = np.diff(np.concatenate((starts, [data.size + 1]))) - 1
+        if data.size:
+            pos = np.arange(data.size) - starts[np.cumsum(space)]  # offset in its word
+            pos[space] = 0
+            if int(lengths.max()) > self._pow.size:  # powers of P, grown on demand
+                self._pow = np.cumprod(np.full(int(lengths.max()), self.P, dtype=np.uint64))
+                self._pow = np.concatenate(([np.uint64(1)], self._pow[:-1]))
+            with np.errstate(over="ignore"):
+                terms = (data.astype(np.uint64) + np.uint64(1)) * self._pow[pos]
+            terms[space] = 0  # a space counts in no word (reduceat sums up to the next start)
+            h = np.add.reduceat(terms, starts)
+        else:
+            h = np.zeros(1, dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            return _splitmix64(h + lengths.astype(np.uint64) * self.L)
 
     def shingles(self, text: str) -> np.ndarray:
-        words = text.lower().split()
-        grams = {" ".join(words[i:i + self.k]) for i in range(max(1, len(words) - self.k + 1))}
-        return np.fromiter(
-            (int.from_bytes(hashlib.blake2b(g.encode(), digest_size=8).digest(), "little")
-             for g in sorted(grams)),
-            dtype=np.uint64, count=len(grams),
-        )
+        """The 64-bit hashes ``g`` of the document's shingles, in order (with repeats:
+        a repeat does not change a minimum)."""
+        w = self.word_hashes(text)
+        m = max(1, w.size - self.k + 1)
+        g = np.zeros(m, dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            for j in range(min(self.k, w.size)):
+                g += self.c[j] * w[j:j + m]
+            return _splitmix64(g)
 
     def signature(self, text: str) -> np.ndarray:
+        """``min_i (a_p * g_i + b_p)`` for every permutation ``p`` (uint64, num_perm)."""
+        g = self.shingles(text)
+        sig = np.full(self.num_perm, np.iinfo(np.uint64).max, dtype=np.uint64)
         with np.errstate(over="ignore"):
-            return _splitmix64(self.shingles(text)[:, None] ^ self.salts[None, :]).min(axis=0)
+            for start in range(0, g.size, self.BLOCK):
+                block = g[start:start + self.BLOCK, None]
+                z = self._work[:block.shape[0]]  # reused: a fresh array costs page faults
+                np.multiply(block, self.a[None, :], out=z)
+                z += self.b
+                np.minimum(sig, z.min(axis=0), out=sig)
+        return sig
 
 
 def lsh_bands(num_perm: int, threshold: float) -> tuple[int, int]:

@@ -159,7 +159,9 @@ def iter_batches(path: Path, columns: list[str], batch_size: int) -> Iterator[pa
     if not Path(path).exists():
         raise NLReproError(f"{path}: file not found")
     try:
-        pf = pq.ParquetFile(path)
+        # pre_buffer (pyarrow's default) caches every range it read until the file is
+        # closed: reading a file batch by batch would then hold all of it
+        pf = pq.ParquetFile(path, pre_buffer=False)
         missing = [c for c in columns if c not in pf.schema_arrow.names]
         if missing:
             raise NLReproError(f"{path}: missing column '{missing[0]}'")

@@ -1,16 +1,13 @@
 """The filter stage on datatrove (``data.filter.workers > 1`` or ``executor: slurm``):
-the same documents and counts as ``filter_documents``, byte for byte, for any number of
+the same documents and counts as the in-process filter, byte for byte, for any number of
 workers, on one machine (LocalPipelineExecutor) or a Slurm cluster.
 
-Stages (docs/DATA.md, "The engine: datatrove"):
-  0. in process: the sources cut into parts of ``part_docs`` rows, each row tagged with
-     its global index ``gidx`` (parts.py);
-  1. tasks=N: normalize + quality rules (a BaseFilter), kept docs per rank, sidecar
-     (gidx, raw length, SHA-256) and our MinHash in datatrove's band files;
-  2. tasks=bands: datatrove's MinhashDedupBuckets (band collisions across all ranks);
-  3. tasks=1: exact and near dedup in gidx order (decide.py) -> datatrove .remove files;
-  4. tasks=N: datatrove's MinhashDedupFilter applies them per rank;
-  5. in process: k-way merge of the ranks by gidx, counts into FilterStats.
+Steps (docs/DATA.md, "The engine: datatrove"):
+  0. in process: the sources cut into numbered parts of ``part_docs`` rows (parts.py);
+  1. tasks=N: pass 1 of the filter (normalize, quality rules, digests, MinHash) on each
+     task's parts, one set of files per part (steps.FilterParts);
+  2. tasks=1: pass 2, the exact and near dedup decisions in global order (steps.Decide);
+  3. in process: pass 3, the kept documents of the parts, in order, into the output.
 
 datatrove is imported here only, when the engine runs: the project works without it.
 """
@@ -24,14 +21,17 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
+
 from nlrepro.data.config import FilterConfig
-from nlrepro.data.engine.parts import merge_ranks, write_parts
-from nlrepro.data.filters import RULES, FilterStats
+from nlrepro.data.engine.parts import passes, write_parts
+from nlrepro.data.filter_stream import Parts, merge_stats
+from nlrepro.data.filters import FilterStats
 from nlrepro.errors import NLReproError
 from nlrepro.io import sha256_file
 
-# The stages' names: their folders under the scratch dir and their Slurm job names.
-STAGES = ("1_filter", "2_buckets", "3_decide", "4_apply")
+# The steps' names: their log folders under the scratch dir and their Slurm job names.
+STAGES = ("1_filter", "2_decide")
 
 
 def run_key(sources: dict[str, Path], cfg: FilterConfig) -> str:
@@ -52,36 +52,17 @@ def prepare_scratch(scratch: Path, key: str) -> None:
 
 
 def build_executors(cfg: FilterConfig, scratch: Path, cwd: Path | None = None) -> list:
-    """The four datatrove executors, in order (Slurm ones depend on the one before)."""
-    from datatrove.pipeline.dedup.minhash import MinhashDedupBuckets, MinhashDedupFilter
-    from datatrove.pipeline.writers import JsonlWriter
-
+    """The datatrove executors, in order (Slurm ones depend on the one before)."""
     from nlrepro.data.engine import steps
 
-    d = {k: str(scratch / k) for k in ("parts", "stage1", "stats", "sidecar", "bands",
-                                       "sigs", "dups", "remove", "final")}
-    near = cfg.near_dup_threshold is not None
-    rank_file = "${rank}.jsonl.gz"  # ${rank} is zero-padded to 5 digits
-    stage1 = [steps.PartReader(d["parts"]), steps.QualityFilter(cfg, d["stats"]),
-              steps.Sidecar(d["sidecar"]), JsonlWriter(d["stage1"], output_filename=rank_file)]
-    if near:
-        stage1.append(steps.Signature(d["bands"], d["sigs"], cfg))
+    parts, passes = str(scratch / "parts"), str(scratch / "passes")
     pipelines = {
-        "1_filter": (stage1, cfg.workers),
-        "2_buckets": ([MinhashDedupBuckets(d["bands"], d["dups"],
-                                           config=steps.minhash_config(cfg))] if near else [],
-                      steps.minhash_config(cfg).num_buckets if near else 1),
-        "3_decide": ([steps.Decide(d["sidecar"], d["sigs"] if near else None,
-                                   d["dups"] if near else None, d["remove"], cfg,
-                                   cfg.workers)], 1),
-        "4_apply": ([steps.RankFileReader(d["stage1"]), MinhashDedupFilter(d["remove"]),
-                     JsonlWriter(d["final"], output_filename=rank_file)], cfg.workers),
+        "1_filter": ([steps.FilterParts(parts, passes, cfg)], cfg.workers),
+        "2_decide": ([steps.Decide(parts, passes, str(scratch / "decisions.npy"), cfg)], 1),
     }
     executors = []
     for name in STAGES:
         pipeline, tasks = pipelines[name]
-        if not pipeline:
-            continue
         executors.append(_executor(cfg, pipeline, tasks, scratch / "logs" / name, name,
                                    executors[-1] if executors else None, cwd))
     return executors
@@ -121,34 +102,25 @@ def wait_for_slurm(executors: list, poll_s: float = 30.0) -> None:
         time.sleep(poll_s)
 
 
-def collect_stats(scratch: Path, kept: list[tuple[str, str, str]]) -> FilterStats:
-    """FilterStats from the ranks' counts, the dedup counts and the kept documents."""
-    stats = FilterStats()
-    for path in sorted((scratch / "stats").glob("*.json")):
-        part = json.loads(path.read_text())
-        for src, (docs, chars) in part["sources"].items():
-            entry = stats.sources.setdefault(src, {"docs_in": 0, "chars_in": 0,
-                                                   "docs_out": 0, "chars_out": 0})
-            entry["docs_in"] += docs
-            entry["chars_in"] += chars
-        for rule, (docs, chars) in part["rules"].items():
-            stats.rules[rule]["docs"] += docs
-            stats.rules[rule]["chars"] += chars
-    for rule, v in json.loads((scratch / "remove" / "rules.json").read_text()).items():
-        stats.rules[rule]["docs"] += v["docs"]
-        stats.rules[rule]["chars"] += v["chars"]
-    stats.sources = dict(sorted(stats.sources.items()))
-    for _, source, text in kept:
-        stats.count_out(source, len(text))
-    assert set(stats.rules) == set(RULES)
-    return stats
+def write_output(scratch: Path, cfg: FilterConfig, out: Path,
+                 row_group: int) -> tuple[int, FilterStats]:
+    """Pass 3: the kept documents of every part, in order, into ``out``; the counts."""
+    parts = passes(str(scratch / "parts"), str(scratch / "passes"))
+    stats = merge_stats(parts)
+    rule = np.load(scratch / "decisions.npy")
+    kept = Parts(parts, cfg.num_perm).write_kept(rule, out, row_group, stats)
+    return kept, stats
 
 
-def filter_files(sources: dict[str, Path], cfg: FilterConfig, scratch: Path,
-                 cwd: Path | None = None) -> tuple[list[tuple[str, str, str]], FilterStats]:
+def filter_files(sources: dict[str, Path], cfg: FilterConfig, scratch: Path, out: Path,
+                 row_group: int, cwd: Path | None = None,
+                 timings: dict | None = None) -> tuple[int, FilterStats]:
     """``filter_documents`` over the parquet files ``sources`` (name -> path), run by
-    datatrove; ``scratch`` (removed on success) holds its intermediate files and
-    completion markers, so a rerun after a crash resumes where it stopped."""
+    datatrove, written to the parquet file ``out`` (row groups of ``row_group``
+    documents); returns the number of kept documents and the counts. ``scratch`` (removed
+    on success) holds its intermediate files and completion markers, so a rerun after a
+    crash resumes where it stopped. ``timings`` (optional) receives seconds per step."""
+    timings = {} if timings is None else timings
     try:
         import datatrove  # noqa: F401
     except ImportError:
@@ -156,18 +128,23 @@ def filter_files(sources: dict[str, Path], cfg: FilterConfig, scratch: Path,
                            "pip install -r requirements-engine.txt") from None
     scratch = scratch.resolve()
     prepare_scratch(scratch, run_key(sources, cfg))
+    start = time.perf_counter()
     if not (scratch / "parts.done").exists():  # parts are rewritten whole, or kept
         shutil.rmtree(scratch / "parts", ignore_errors=True)
         write_parts(sources, scratch / "parts", cfg.part_docs)
         (scratch / "parts.done").touch()
+    timings["0_parts"] = time.perf_counter() - start
     executors = build_executors(cfg, scratch, cwd)
     if cfg.executor == "slurm":
         executors[-1].run()  # submits the chain: each job depends on the one before
         wait_for_slurm(executors)
     else:
-        for ex in executors:
+        for name, ex in zip(STAGES, executors):
+            start = time.perf_counter()
             ex.run()
-    kept = merge_ranks(scratch / "final")
-    stats = collect_stats(scratch, kept)
+            timings[name] = time.perf_counter() - start
+    start = time.perf_counter()
+    kept, stats = write_output(scratch, cfg, out, row_group)
+    timings["3_write"] = time.perf_counter() - start
     shutil.rmtree(scratch)
     return kept, stats

@@ -1,22 +1,22 @@
-"""The engine's input and output ends, in process (no datatrove): the sources cut into
-fixed-size parts (datatrove shards work by FILE: rank r reads parts[r::world]), each row
-tagged with its global index; and the k-way merge of the per-rank results by that index.
+"""The engine's input, in process (no datatrove): the sources cut into fixed-size parts,
+numbered in global order (the engine hands parts, not documents, to its tasks: rank r
+takes parts[r::world]).
 """
 from __future__ import annotations
 
-import gzip
-import heapq
-import json
 from pathlib import Path
-from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from nlrepro.data.filter_stream import Part
+from nlrepro.data.shards import iter_batches
+
 
 def write_parts(sources: dict[str, Path], folder: Path, part_docs: int) -> int:
     """Cut the sources (sorted by name, each in its row order) into parquet parts of
-    ``part_docs`` rows (doc_id, text, source, gidx); return the number of documents.
+    ``part_docs`` rows (doc_id, text, source, gidx: the global index, for audits);
+    return the number of documents.
     Reads a record batch at a time: memory bounded by a part."""
     folder.mkdir(parents=True, exist_ok=True)
     buf: list[pa.RecordBatch] = []
@@ -28,8 +28,7 @@ def write_parts(sources: dict[str, Path], folder: Path, part_docs: int) -> int:
         part += 1
 
     for name in sorted(sources):
-        for batch in pq.ParquetFile(sources[name]).iter_batches(
-                batch_size=part_docs, columns=["doc_id", "text"]):
+        for batch in iter_batches(sources[name], ["doc_id", "text"], part_docs):
             n = batch.num_rows
             batch = pa.RecordBatch.from_arrays(
                 [batch.column(0), batch.column(1), pa.array([name] * n, pa.string()),
@@ -47,16 +46,11 @@ def write_parts(sources: dict[str, Path], folder: Path, part_docs: int) -> int:
     return total
 
 
-def _read_rank(path: Path) -> Iterator[tuple[int, str, str, str]]:
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        for line in f:
-            doc = json.loads(line)
-            meta = doc["metadata"]
-            yield meta["gidx"], doc["id"], meta["source"], doc["text"]
+def part_files(parts_dir: str | Path) -> list[Path]:
+    """The input parts, in global order (their names are zero-padded numbers)."""
+    return sorted(Path(parts_dir).glob("*.parquet"))
 
 
-def merge_ranks(folder: Path) -> list[tuple[str, str, str]]:
-    """The kept ``(doc_id, source, text)`` of every rank, in global order: each rank's
-    file is already in gidx order, so a k-way merge gives the order any task count."""
-    streams = [_read_rank(p) for p in sorted(folder.glob("*.jsonl.gz"))]
-    return [(d, s, t) for _, d, s, t in heapq.merge(*streams, key=lambda r: r[0])]
+def passes(parts_dir: str | Path, passes_dir: str | Path) -> list[Part]:
+    """The pass-1 outputs of every input part, in global order."""
+    return [Part(Path(passes_dir) / f.stem) for f in part_files(parts_dir)]
