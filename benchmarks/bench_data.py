@@ -1,7 +1,7 @@
 """Benchmark of the data half on a generated web-like corpus (benchmarks/webcorpus.py).
 
 In one run, each measurement in its own process (its peak RSS is that process's VmHWM,
-and for the engine the largest worker's):
+and for the engine also the largest of its worker processes'):
   - filter in process (the stage's default, streaming): a small slice of the corpus and
     the whole, for peak RSS against corpus size;
   - filter on the datatrove engine with 1 and 2 workers: per-step seconds, the scaling
@@ -23,7 +23,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -32,7 +31,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, os.environ.get("NLREPRO_BENCH_SRC", str(ROOT / "src")))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
@@ -44,9 +43,43 @@ def peak_rss_mb() -> float:
     return float("nan")
 
 
-def children_peak_rss_mb() -> float:
-    """The largest peak RSS among this process's finished children (ru_maxrss, KB)."""
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+class DescendantPeak:
+    """The largest VmHWM among this process's descendants (the engine's workers are
+    children of datatrove's forkserver), sampled every 0.2 s from /proc while running."""
+
+    def __init__(self):
+        import threading
+        self.peak_kb, self._stop = 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        me = os.getpid()
+        while not self._stop.wait(0.2):
+            parent = {}
+            for entry in Path("/proc").iterdir():
+                if entry.name.isdigit():
+                    try:
+                        parent[int(entry.name)] = int(
+                            (entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                    except (OSError, ValueError, IndexError):
+                        continue
+            for pid in parent:
+                p, seen = pid, 0
+                while p in parent and p != me and seen < 64:
+                    p, seen = parent[p], seen + 1
+                if p == me and pid != me:
+                    try:
+                        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                            if line.startswith("VmHWM:"):
+                                self.peak_kb = max(self.peak_kb, int(line.split()[1]))
+                    except OSError:
+                        continue
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        return self.peak_kb / 1024
 
 
 def sha(path: Path) -> str:
@@ -68,6 +101,7 @@ def task_filter(corpus: str, files: int, out: str, workers: int) -> dict:
     out = Path(out)
     scratch = out.parent / f".scratch-{out.stem}"
     shutil.rmtree(scratch, ignore_errors=True)
+    workers_peak = DescendantPeak()
     start = time.perf_counter()
     if workers == 0:  # in process
         def docs():
@@ -86,8 +120,33 @@ def task_filter(corpus: str, files: int, out: str, workers: int) -> dict:
     return {"seconds": seconds, "timings": timings, "kept": kept,
             "docs_in": sum(s["docs_in"] for s in stats.sources.values()),
             "rules": {r: v["docs"] for r, v in stats.rules.items()},
-            "peak_rss_mb": peak_rss_mb(), "children_peak_rss_mb": children_peak_rss_mb(),
+            "peak_rss_mb": peak_rss_mb(), "children_peak_rss_mb": workers_peak.stop(),
             "sha": sha(out)}
+
+
+def task_reference(corpus: str, files: int, out: str) -> dict:
+    """The filter stage as it was before it streamed: every source read into one list,
+    ``filter_documents`` (in memory), the kept documents written as one table; timed end
+    to end like the streaming runs. With --baseline-src, an earlier commit's code."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from nlrepro.data.config import FilterConfig
+    from nlrepro.data.filters import filter_documents
+
+    start = time.perf_counter()
+    docs = []
+    for p in sorted(Path(corpus).glob("*.parquet"))[:files]:
+        t = pq.read_table(p, columns=["doc_id", "text"])
+        docs += [(d, p.stem, x) for d, x in zip(t.column(0).to_pylist(), t.column(1).to_pylist())]
+    kept, stats = filter_documents(docs, FilterConfig())
+    pq.write_table(pa.table({"doc_id": [d for d, _, _ in kept], "source": [s for _, s, _ in kept],
+                             "text": [t for _, _, t in kept]}), out, compression="zstd",
+                   use_dictionary=False, write_statistics=False, row_group_size=256)
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "timings": {}, "kept": len(kept), "docs_in": len(docs),
+            "rules": {r: v["docs"] for r, v in stats.rules.items()},
+            "peak_rss_mb": peak_rss_mb(), "children_peak_rss_mb": 0.0}
 
 
 def task_tokenize(docs_parquet: str, mb: float, vocab: int) -> dict:
@@ -156,13 +215,15 @@ def task_recall(corpus: str, docs_parquet: str) -> dict:
     return out
 
 
-TASKS = {"filter": task_filter, "tokenize": task_tokenize, "recall": task_recall}
+TASKS = {"filter": task_filter, "tokenize": task_tokenize, "recall": task_recall,
+         "reference": task_reference}
 
 
-def run_task(name: str, python: str = sys.executable, **kwargs) -> dict:
-    """Run one task in a fresh process; its last stdout line is the JSON result."""
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}:{os.environ.get('PYTHONPATH', '')}"}
-    proc = subprocess.run([python, __file__, "--task", json.dumps([name, kwargs])],
+def run_task(name: str, src: Path = ROOT / "src", **kwargs) -> dict:
+    """Run one task in a fresh process (with ``src`` as the nlrepro on its path); its
+    last stdout line is the JSON result."""
+    env = {**os.environ, "PYTHONPATH": str(src), "NLREPRO_BENCH_SRC": str(src)}
+    proc = subprocess.run([sys.executable, __file__, "--task", json.dumps([name, kwargs])],
                           capture_output=True, text=True, env=env)
     if proc.returncode:
         raise SystemExit(f"error: task {name} {kwargs} failed:\n{proc.stderr[-3000:]}")
@@ -189,6 +250,9 @@ def main() -> None:
                     help="files of the corpus the anchor reads (0: no anchor)")
     ap.add_argument("--anchor-python", default=sys.executable,
                     help="a Python with datatrove and spaCy for the anchor")
+    ap.add_argument("--baseline-src", type=Path, default=None,
+                    help="an earlier commit's src/ (git archive REV src | tar -x -C DIR): "
+                         "its in-memory filter_documents is timed on the same corpus")
     ap.add_argument("--tokenize-mb", type=float, default=20.0)
     ap.add_argument("--vocab-size", type=int, default=4096)
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
@@ -226,6 +290,17 @@ def main() -> None:
                   f"docs/s, {r['mb'] / r['seconds']:.2f} MB/s, peak RSS {r['peak_rss_mb']:.0f}"
                   f" MB (workers {r['children_peak_rss_mb']:.0f} MB), "
                   f"{ {k: round(v, 1) for k, v in r['timings'].items()} }", flush=True)
+        refs = [("in memory (filter_documents), this commit", ROOT / "src")]
+        if args.baseline_src:
+            refs.append(("in memory (filter_documents), baseline", args.baseline_src))
+        for label, src in refs:
+            r = run_task("reference", src=src, corpus=str(corpus), files=args.files,
+                         out=str(work / "reference.parquet"))
+            r["mb"] = mb_total
+            res["filter"][label] = r
+            print(f"{label}: {r['seconds']:.1f} s, {r['docs_in'] / r['seconds']:,.0f} docs/s, "
+                  f"{r['mb'] / r['seconds']:.2f} MB/s, peak RSS {r['peak_rss_mb']:.0f} MB, "
+                  f"kept {r['kept']:,}", flush=True)
         outs = [work / f"out-{w}-{args.files}.parquet" for w in (0, 1, 2)]
         res["identical"] = len({sha(p) for p in outs}) == 1
         res["recall"] = run_task("recall", corpus=str(corpus), docs_parquet=str(outs[0]))

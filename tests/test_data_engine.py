@@ -59,7 +59,7 @@ def write_sources(root, texts: list[str], names=("alpha", "beta", "gamma")) -> d
     for k, name in enumerate(names):
         chunk = texts[k::len(names)]
         pq.write_table(pa.table({"doc_id": [f"{name}/{i}" for i in range(len(chunk))],
-                                 "text": chunk}), raw / f"{name}.parquet")
+                                 "text": chunk}), raw / f"{name}.parquet", row_group_size=8)
         paths[name] = raw / f"{name}.parquet"
     return paths
 

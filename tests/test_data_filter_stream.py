@@ -22,6 +22,7 @@ from nlrepro.data.filters import (STOPWORDS, MinHasher, alpha_fraction, filter_d
 from nlrepro.io import write_table
 
 M64 = (1 << 64) - 1
+M32 = (1 << 32) - 1
 
 
 # --- the plain rules (the definitions the fast paths must match) -----------------------
@@ -92,7 +93,7 @@ def ref_signature(h: MinHasher, text: str) -> list[int]:
     k = h.k
     g = [splitmix(sum(int(h.c[j]) * wh[i + j] for j in range(min(k, len(wh)))) & M64)
          for i in range(max(1, len(wh) - k + 1))]
-    return [min((int(a) * x + int(b)) & M64 for x in g) for a, b in zip(h.a, h.b)]
+    return [min((int(a) * (x & M32) + int(b)) & M32 for x in g) for a, b in zip(h.a, h.b)]
 
 
 @pytest.mark.parametrize("text", ["", "one", "two words", "The quick brown fox jumps over",
@@ -108,6 +109,15 @@ def test_minhash_blocks_give_the_same_signature():
     full = h.signature(text)
     h.BLOCK = 100
     assert (h.signature(text) == full).all()
+
+
+def test_a_batch_of_documents_gives_each_one_its_own_signature():
+    h = MinHasher(num_perm=32, shingle_words=4)
+    texts = random_texts(60, seed=5) + ["", "a", "a b c", "  ", "x " * 3000]
+    one = np.stack([h.signatures([t])[0] for t in texts])
+    h.BLOCK = 50  # blocks that cut documents in two
+    assert (h.signatures(texts) == one).all()
+    assert all(h.signature(t).tolist() == ref_signature(h, t) for t in texts[::7])
 
 
 def test_minhash_estimates_jaccard_like_independent_permutations():
@@ -134,15 +144,15 @@ def test_minhash_estimates_jaccard_like_independent_permutations():
 def test_dedup_decisions_follow_the_rules():
     cfg = FilterConfig()  # 128 permutations, threshold 0.8: 8 bands x 16 rows
     rng = np.random.default_rng(1)
-    a = rng.integers(0, 1 << 62, 128, dtype=np.uint64)
+    a = rng.integers(0, 1 << 31, 128, dtype=np.uint32)
     b = a.copy()
-    b[:10] += np.uint64(1)       # 118/128 equal, bands 1-7 shared with a: near
+    b[:10] += np.uint32(1)       # 118/128 equal, bands 1-7 shared with a: near
     c = b.copy()                 # = b: near a (b itself was dropped, a is kept)
-    d = rng.integers(0, 1 << 62, 128, dtype=np.uint64)
+    d = rng.integers(0, 1 << 31, 128, dtype=np.uint32)
     d[16:32] = a[16:32]          # shares band 1 with a, 16/128 equal: kept
     e = a.copy()
-    e[::8] += np.uint64(1)       # 112/128 equal but no band intact: LSH misses it, kept
-    f = rng.integers(0, 1 << 62, 128, dtype=np.uint64)
+    e[::8] += np.uint32(1)       # 112/128 equal but no band intact: LSH misses it, kept
+    f = rng.integers(0, 1 << 31, 128, dtype=np.uint32)
     sigs = np.stack([a, b, c, d, e, f, f])
     digests = np.array([bytes([i]) * 32 for i in (0, 1, 2, 3, 4, 5, 0)], dtype="S32")
     rule = dedup_decisions(digests, lambda: iter([sigs[:4], sigs[4:]]), lambda i: sigs[i], cfg)

@@ -38,9 +38,10 @@ from nlrepro.data.shards import iter_batches
 
 KEEP, EXACT, NEAR = 0, 1, 2
 DOC_SCHEMA = pa.schema([("doc_id", pa.string()), ("source", pa.string()), ("text", pa.string())])
-_CHUNK = 8192  # signature rows read at a time in pass 2 (8 MB at 128 permutations)
+_CHUNK = 16384  # signature rows read at a time in pass 2 (8 MB at 128 permutations)
 PASSED_SCHEMA = DOC_SCHEMA.append(pa.field("raw_chars", pa.int64()))
 PASSED_GROUP = 256  # rows per row group of the scratch parquet (bounds its buffers)
+SIGNATURE_BATCH = 8  # documents whose signatures are computed in one call (measured best)
 
 
 class DocWriter:
@@ -84,7 +85,7 @@ def band_keys(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
     keys = np.zeros((sig.shape[0], bands), dtype=np.uint64)
     with np.errstate(over="ignore"):
         for r in range(rows):
-            keys = _splitmix64(keys ^ sig[:, r::rows][:, :bands])
+            keys = _splitmix64(keys ^ sig[:, r::rows][:, :bands].astype(np.uint64))
     return keys
 
 
@@ -141,8 +142,9 @@ class Part:
     """What pass 1 leaves of a run of documents, under one path prefix: the documents
     that passed the quality rules (``.passed.parquet``: doc_id, source, normalised text,
     raw length), their SHA-256 digests (``.digests``, 32 bytes each), their signatures
-    (``.sig``, num_perm little-endian uint64 each; near dedup only) and the counts of
-    the per-document rules (``.stats.json``)."""
+    (``.sig``, num_perm little-endian uint32 each, zeros for a repeat of an earlier
+    digest of the part, which pass 2 drops anyway; near dedup only) and the counts of the
+    per-document rules (``.stats.json``)."""
 
     def __init__(self, prefix: Path):
         self.prefix = Path(prefix)
@@ -158,7 +160,19 @@ class Part:
         hasher = (MinHasher(cfg.num_perm, cfg.shingle_words)
                   if cfg.near_dup_threshold is not None else None)
         tmp = Part(self.prefix.with_name(f".{self.prefix.name}.{os.getpid()}.tmp"))
+        width = cfg.num_perm * 4
+        seen: set[bytes] = set()  # digests of this part so far
         passed = DocWriter(tmp.file(".passed.parquet"), PASSED_GROUP, PASSED_SCHEMA, "none")
+        pending: list[str | None] = []  # texts awaiting their signature (None: a repeat)
+
+        def flush_signatures(sigs) -> None:
+            texts = [t for t in pending if t is not None]
+            rows = iter(hasher.signatures(texts) if texts else ())
+            for t in pending:
+                sigs.write(bytes(width) if t is None else
+                           next(rows).astype("<u4", copy=False).tobytes())
+            pending.clear()
+
         with tmp.file(".digests").open("wb") as digests, \
                 tmp.file(".sig").open("wb") as sigs:
             for doc_id, source, raw in docs:
@@ -170,9 +184,18 @@ class Part:
                     stats.drop(rule, len(raw))
                     continue
                 passed.add(doc_id, source, text, len(raw))
-                digests.write(content_digest(text))
-                if hasher is not None:
-                    sigs.write(hasher.signature(text).astype("<u8", copy=False).tobytes())
+                digest = content_digest(text)
+                digests.write(digest)
+                if hasher is None:
+                    continue
+                # a repeat of this part's digests is dropped by pass 2 whatever its
+                # signature: zeros stand in for it
+                pending.append(None if digest in seen else text)
+                seen.add(digest)
+                if len(pending) == SIGNATURE_BATCH:
+                    flush_signatures(sigs)
+            if hasher is not None:
+                flush_signatures(sigs)
         passed.close()
         tmp.file(".stats.json").write_text(json.dumps({"sources": stats.sources,
                                                        "rules": stats.rules}))
@@ -202,8 +225,8 @@ class Parts:
         """The signatures in order, at most ``_CHUNK`` rows at a time."""
         for p in self.parts:
             with p.file(".sig").open("rb") as f:
-                while block := f.read(_CHUNK * self.width * 8):
-                    yield np.frombuffer(block, dtype="<u8").reshape(-1, self.width)
+                while block := f.read(_CHUNK * self.width * 4):
+                    yield np.frombuffer(block, dtype="<u4").reshape(-1, self.width)
 
     def sig_row(self, i: int) -> np.ndarray:
         """Signature ``i`` (global index), by a positioned read: a memory map would count
@@ -211,9 +234,9 @@ class Parts:
         k = int(np.searchsorted(self.offsets, i, side="right")) - 1
         if k not in self._fds:
             self._fds[k] = os.open(self.parts[k].file(".sig"), os.O_RDONLY)
-        size = self.width * 8
+        size = self.width * 4
         return np.frombuffer(os.pread(self._fds[k], size, (i - int(self.offsets[k])) * size),
-                             dtype="<u8")
+                             dtype="<u4")
 
     def close(self) -> None:
         for fd in self._fds.values():

@@ -8,8 +8,8 @@ permutations come from a fixed seed.
 """
 from __future__ import annotations
 
-import functools
 import hashlib
+import itertools
 import re
 import unicodedata
 from collections import defaultdict
@@ -117,16 +117,19 @@ class MinHasher:
     A document's words are ``text.lower().split()``; shingle ``i`` is words ``i..i+k-1``
     (one shingle of all words when there are fewer than ``k``). A word's 64-bit hash
     ``h(w)`` is ``splitmix64(len(w) * L + sum_t (w_t + 1) * P^t)`` over its UTF-8 bytes
-    ``w_t`` (mod 2^64, ``P`` and ``L`` odd), computed for all words of a document at once
-    with array operations; a shingle's is ``g_i = splitmix64(sum_j c_j * h(w_{i+j}))``
+    ``w_t`` (mod 2^64, ``P`` and ``L`` odd), computed for all words of a batch of
+    documents at once with array operations; a shingle's is ``g_i = splitmix64(sum_j c_j * h(w_{i+j}))``
     with odd ``c_j``: the same k words in the same order give the same ``g``, others
-    collide with probability ~2^-64. Permutation ``p`` maps ``g`` to ``a_p * g + b_p``
-    (mod 2^64, ``a_p`` odd: a bijection), and the signature is the minimum of each over
-    the shingles. The word hashes are random 64-bit values, so two affine maps of them
-    order the shingles nearly independently (``test_minhash_estimates_jaccard`` checks
-    bias and spread against the binomial), at 2 array operations per permutation instead
-    of a full mixer's 9: the signature was most of the filter's time. Constants come from
-    a fixed seed, so signatures are the same in every process and on every machine.
+    collide with probability ~2^-64. Permutation ``p`` maps the low 32 bits ``x`` of
+    ``g`` to ``a_p * x + b_p`` (mod 2^32, ``a_p`` odd: a bijection), and the signature is
+    the minimum of each over the shingles (uint32). The ``x`` are random 32-bit values,
+    so two affine maps of them order the shingles nearly independently
+    (``test_minhash_estimates_jaccard_like_independent_permutations`` checks bias and
+    spread against the binomial), at 2 array operations per permutation instead of a full
+    mixer's 9, in 32-bit lanes (twice as many per vector instruction as 64-bit ones): the
+    signature was most of the filter's time. Two shingles share an ``x`` with probability
+    2^-32, too rarely to move an estimate. Constants come from a fixed seed, so signatures
+    are the same in every process and on every machine.
     """
 
     BLOCK = 2048  # shingles per block: bounds the (block, num_perm) work array
@@ -137,62 +140,82 @@ class MinHasher:
 
         def draw(n: int) -> np.ndarray:
             return rng.integers(0, top, size=n, dtype=np.uint64, endpoint=True)
-        self.a = draw(num_perm) | np.uint64(1)
-        self.b = draw(num_perm)
+        self.a = (draw(num_perm) | np.uint64(1)).astype(np.uint32)  # odd: a bijection
+        self.b = draw(num_perm).astype(np.uint32)
         self.c = draw(shingle_words) | np.uint64(1)
         self.k = shingle_words
         self.P, self.L = draw(1)[0] | np.uint64(1), draw(1)[0] | np.uint64(1)
         self._pow = np.ones(1, dtype=np.uint64)
-        self._work = np.empty((self.BLOCK, num_perm), dtype=np.uint64)
+        self._work = np.empty((self.BLOCK, num_perm), dtype=np.uint32)
 
     @property
     def num_perm(self) -> int:
         return self.a.size
 
-    def word_hashes(self, text: str) -> np.ndarray:
-        """``h(w)`` of the document's words, in order (one empty word if there are none)."""
-        data = np.frombuffer(" ".join(text.lower().split()).encode("utf-8"), dtype=np.uint8)
-        space = data == 32  # the words are joined by single spaces
-        starts = np.concatenate(([0], np.flatnonzero(space) + 1))
-        lengths = np.diff(np.concatenate((starts, [data.size + 1]))) - 1
-        if data.size:
-            pos = np.arange(data.size) - starts[np.cumsum(space)]  # offset in its word
-            pos[space] = 0
-            if int(lengths.max()) > self._pow.size:  # powers of P, grown on demand
-                self._pow = np.cumprod(np.full(int(lengths.max()), self.P, dtype=np.uint64))
-                self._pow = np.concatenate(([np.uint64(1)], self._pow[:-1]))
-            with np.errstate(over="ignore"):
-                terms = (data.astype(np.uint64) + np.uint64(1)) * self._pow[pos]
-            terms[space] = 0  # a space counts in no word (reduceat sums up to the next start)
-            h = np.add.reduceat(terms, starts)
-        else:
-            h = np.zeros(1, dtype=np.uint64)
+    def word_hashes(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """``h(w)`` of every word of the documents, in order (a document without words
+        has one empty word), and the number of words of each document. All documents
+        are hashed in one set of array operations (numpy's per-call cost is what a
+        document-at-a-time loop pays most)."""
+        words = [t.lower().split() or [""] for t in texts]
+        counts = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
+        # every word, the last included, ends at a space: no word is cut by the ends
+        buf = (" ".join(itertools.chain.from_iterable(words)) + " ").encode("utf-8")
+        data = np.frombuffer(buf, dtype=np.uint8)
+        space = data == 32  # UTF-8 multi-byte sequences never contain byte 32
+        ends = np.flatnonzero(space)
+        starts = np.concatenate(([0], ends[:-1] + 1))
+        lengths = ends - starts
+        if int(lengths.max()) + 1 > self._pow.size:  # powers of P, grown on demand
+            pw = np.cumprod(np.full(int(lengths.max()) + 1, self.P, dtype=np.uint64))
+            self._pow = np.concatenate(([np.uint64(1)], pw[:-1]))
+        pos = np.arange(data.size) - starts[np.cumsum(space) - space]  # offset in its word
         with np.errstate(over="ignore"):
-            return _splitmix64(h + lengths.astype(np.uint64) * self.L)
+            terms = (data.astype(np.uint64) + np.uint64(1)) * self._pow[pos]
+            terms[space] = 0
+            h = np.add.reduceat(terms, starts)  # word i: its bytes and its final space
+            return _splitmix64(h + lengths.astype(np.uint64) * self.L), counts
 
-    def shingles(self, text: str) -> np.ndarray:
-        """The 64-bit hashes ``g`` of the document's shingles, in order (with repeats:
-        a repeat does not change a minimum)."""
-        w = self.word_hashes(text)
-        m = max(1, w.size - self.k + 1)
-        g = np.zeros(m, dtype=np.uint64)
+    def shingles(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The 64-bit hashes ``g`` of every document's shingles, in order (with repeats:
+        a repeat does not change a minimum), and the number of shingles of each."""
+        w, counts = self.word_hashes(texts)
+        first = np.concatenate(([0], np.cumsum(counts)[:-1]))  # first word of each doc
+        m = np.maximum(1, counts - self.k + 1)  # shingles per document
+        doc = np.repeat(np.arange(len(texts)), m)
+        start = first[doc] + np.arange(int(m.sum())) - np.repeat(np.cumsum(m) - m, m)
+        end = (first + counts)[doc]
+        g = np.zeros(start.size, dtype=np.uint64)
         with np.errstate(over="ignore"):
-            for j in range(min(self.k, w.size)):
-                g += self.c[j] * w[j:j + m]
-            return _splitmix64(g)
+            for j in range(self.k):
+                idx = start + j
+                inside = idx < end  # a document shorter than k words: fewer terms
+                if not inside.any():
+                    break
+                term = self.c[j] * w[np.minimum(idx, w.size - 1)]
+                term[~inside] = 0
+                g += term
+            return _splitmix64(g), m
 
-    def signature(self, text: str) -> np.ndarray:
-        """``min_i (a_p * g_i + b_p)`` for every permutation ``p`` (uint64, num_perm)."""
-        g = self.shingles(text)
-        sig = np.full(self.num_perm, np.iinfo(np.uint64).max, dtype=np.uint64)
-        with np.errstate(over="ignore"):
-            for start in range(0, g.size, self.BLOCK):
-                block = g[start:start + self.BLOCK, None]
+    def signatures(self, texts: list[str]) -> np.ndarray:
+        """(len(texts), num_perm) uint32: ``min_i (a_p * x_i + b_p) mod 2^32`` over each
+        document's shingles (``x_i`` the low 32 bits of ``g_i``), for every ``p``."""
+        g, m = self.shingles(texts)
+        x = g.astype(np.uint32)  # low 32 bits: 32-bit products are twice as fast as 64
+        bounds = np.concatenate(([0], np.cumsum(m))).tolist()
+        sig = np.full((len(texts), self.num_perm), np.iinfo(np.uint32).max, dtype=np.uint32)
+        for d in range(len(texts)):
+            for lo in range(bounds[d], bounds[d + 1], self.BLOCK):
+                block = x[lo:min(lo + self.BLOCK, bounds[d + 1]), None]
                 z = self._work[:block.shape[0]]  # reused: a fresh array costs page faults
                 np.multiply(block, self.a[None, :], out=z)
                 z += self.b
-                np.minimum(sig, z.min(axis=0), out=sig)
+                np.minimum(sig[d], z.min(axis=0), out=sig[d])
         return sig
+
+    def signature(self, text: str) -> np.ndarray:
+        """The signature of one document (``signatures([text])[0]``)."""
+        return self.signatures([text])[0]
 
 
 def lsh_bands(num_perm: int, threshold: float) -> tuple[int, int]:
@@ -215,7 +238,7 @@ def near_duplicates(texts: list[str], cfg: FilterConfig) -> set[int]:
     if not texts:
         return set()
     hasher = MinHasher(cfg.num_perm, cfg.shingle_words)
-    sigs = np.stack([hasher.signature(t) for t in texts])
+    sigs = np.concatenate([hasher.signatures(texts[i:i + 8]) for i in range(0, len(texts), 8)])
     bands, rows = lsh_bands(cfg.num_perm, cfg.near_dup_threshold)
     buckets: dict[tuple[int, bytes], list[int]] = defaultdict(list)
     dropped: set[int] = set()

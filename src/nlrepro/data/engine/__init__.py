@@ -3,7 +3,8 @@ the same documents and counts as the in-process filter, byte for byte, for any n
 workers, on one machine (LocalPipelineExecutor) or a Slurm cluster.
 
 Steps (docs/DATA.md, "The engine: datatrove"):
-  0. in process: the sources cut into numbered parts of ``part_docs`` rows (parts.py);
+  0. in process: the sources planned as numbered parts of whole row groups, at least
+     ``part_docs`` rows each, read in place (parts.py);
   1. tasks=N: pass 1 of the filter (normalize, quality rules, digests, MinHash) on each
      task's parts, one set of files per part (steps.FilterParts);
   2. tasks=1: pass 2, the exact and near dedup decisions in global order (steps.Decide);
@@ -24,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from nlrepro.data.config import FilterConfig
-from nlrepro.data.engine.parts import passes, write_parts
+from nlrepro.data.engine.parts import passes, plan_parts
 from nlrepro.data.filter_stream import Parts, merge_stats
 from nlrepro.data.filters import FilterStats
 from nlrepro.errors import NLReproError
@@ -55,10 +56,10 @@ def build_executors(cfg: FilterConfig, scratch: Path, cwd: Path | None = None) -
     """The datatrove executors, in order (Slurm ones depend on the one before)."""
     from nlrepro.data.engine import steps
 
-    parts, passes = str(scratch / "parts"), str(scratch / "passes")
+    plan, passes_dir = str(scratch / "parts.json"), str(scratch / "passes")
     pipelines = {
-        "1_filter": ([steps.FilterParts(parts, passes, cfg)], cfg.workers),
-        "2_decide": ([steps.Decide(parts, passes, str(scratch / "decisions.npy"), cfg)], 1),
+        "1_filter": ([steps.FilterParts(plan, passes_dir, cfg)], cfg.workers),
+        "2_decide": ([steps.Decide(plan, passes_dir, str(scratch / "decisions.npy"), cfg)], 1),
     }
     executors = []
     for name in STAGES:
@@ -105,7 +106,7 @@ def wait_for_slurm(executors: list, poll_s: float = 30.0) -> None:
 def write_output(scratch: Path, cfg: FilterConfig, out: Path,
                  row_group: int) -> tuple[int, FilterStats]:
     """Pass 3: the kept documents of every part, in order, into ``out``; the counts."""
-    parts = passes(str(scratch / "parts"), str(scratch / "passes"))
+    parts = passes(scratch / "parts.json", scratch / "passes")
     stats = merge_stats(parts)
     rule = np.load(scratch / "decisions.npy")
     kept = Parts(parts, cfg.num_perm).write_kept(rule, out, row_group, stats)
@@ -127,13 +128,14 @@ def filter_files(sources: dict[str, Path], cfg: FilterConfig, scratch: Path, out
         raise NLReproError("data.filter.workers > 1 or executor: slurm needs datatrove: "
                            "pip install -r requirements-engine.txt") from None
     scratch = scratch.resolve()
-    prepare_scratch(scratch, run_key(sources, cfg))
     start = time.perf_counter()
-    if not (scratch / "parts.done").exists():  # parts are rewritten whole, or kept
-        shutil.rmtree(scratch / "parts", ignore_errors=True)
-        write_parts(sources, scratch / "parts", cfg.part_docs)
-        (scratch / "parts.done").touch()
-    timings["0_parts"] = time.perf_counter() - start
+    prepare_scratch(scratch, run_key(sources, cfg))
+    plan = scratch / "parts.json"
+    if not plan.exists():  # written whole (a rename), or kept for the rerun
+        tmp = scratch / "parts.json.tmp"
+        tmp.write_text(json.dumps(plan_parts(sources, cfg.part_docs)))
+        tmp.replace(plan)
+    timings["0_plan"] = time.perf_counter() - start
     executors = build_executors(cfg, scratch, cwd)
     if cfg.executor == "slurm":
         executors[-1].run()  # submits the chain: each job depends on the one before
