@@ -265,3 +265,58 @@ def test_local_glob_matching_nothing_is_an_error(tmp_path):
     src = LocalSource(type="local", paths=(str(tmp_path / "*.jsonl"),))
     with pytest.raises(NLReproError, match="no file matches"):
         list(iter_local(src, "mine"))
+
+
+def test_hf_ingest_resumes_after_a_crash_and_writes_the_same_bytes(tmp_path, monkeypatch):
+    """The ingest stage checkpoints an hf read; killed mid-way, the rerun reads on from
+    the last checkpoint (not from the start) and writes the bytes an unbroken run does."""
+    import stages.ingest as ingest
+
+    repo, texts = _sharded_hub_dataset(tmp_path / "org" / "sharded")
+    src = HFSource(type="hf", path=str(repo), split="train", limit=21)
+    monkeypatch.setattr(ingest, "BATCH_DOCS", 2)
+    monkeypatch.setattr(ingest, "CHECKPOINT_BATCHES", 3)  # a checkpoint every 6 documents
+    read = []
+
+    class Counting(ingest.HFReader):
+        crash_after = None
+
+        def __iter__(self):
+            for doc in super().__iter__():
+                if len(read) == self.crash_after:
+                    raise KeyboardInterrupt  # as if the process were killed here
+                read.append(doc[0])
+                yield doc
+
+    monkeypatch.setattr(ingest, "HFReader", Counting)
+    whole = tmp_path / "whole" / "web.parquet"
+    assert ingest.ingest_resumable("web", src, whole) == (21, sum(map(len, texts[:21])))
+    assert len(read) == 21 and not (whole.parent / ".web.ingest.tmp").exists()
+    # the same documents written in one go by the path the other sources take
+    direct = tmp_path / "direct.parquet"
+    from nlrepro.data.sources import iter_hf
+    monkeypatch.setattr(ingest, "HFReader", Counting)
+    ingest.write_batches(direct, ingest.batches("web", iter_hf(src, "web")))
+    assert direct.read_bytes() == whole.read_bytes()
+
+    read.clear()
+    Counting.crash_after = 14  # two checkpoints (12 documents) are on disk
+    out = tmp_path / "resumed" / "web.parquet"
+    with pytest.raises(KeyboardInterrupt):
+        ingest.ingest_resumable("web", src, out)
+    assert not out.exists() and len(list((out.parent / ".web.ingest.tmp").glob("part-*"))) == 2
+    read.clear()
+    Counting.crash_after = None
+    assert ingest.ingest_resumable("web", src, out) == (21, sum(map(len, texts[:21])))
+    assert len(read) == 21 - 12  # read on from the checkpoint
+    assert out.read_bytes() == whole.read_bytes()
+    assert not (out.parent / ".web.ingest.tmp").exists()
+    # other params start over instead of mixing two reads
+    read.clear()
+    Counting.crash_after = 8
+    with pytest.raises(KeyboardInterrupt):
+        ingest.ingest_resumable("web", src, out)
+    read.clear()
+    Counting.crash_after = None
+    other = HFSource(type="hf", path=str(repo), split="train", limit=9)
+    assert ingest.ingest_resumable("web", other, out)[0] == 9 and len(read) == 9
