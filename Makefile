@@ -34,7 +34,7 @@ test: setup
 	python -m pytest -q tests
 
 bench: setup
-	PYTHONPATH=src python benchmarks/bench_data.py
+	PYTHONPATH=src python benchmarks/bench_data.py --md
 
 # Regression gate against BASELINE (default: gate.baseline in params.yaml, HEAD).
 gate: setup
