@@ -2,6 +2,7 @@
 import shutil
 import time
 from pathlib import Path
+from typing import Iterator
 
 from nlrepro.config import load_params
 from nlrepro.data.filter_stream import filter_to_parquet
@@ -37,7 +38,7 @@ def main() -> None:
           f"({n_in / max(seconds, 1e-9):,.0f} docs/s)")
 
 
-def read_sources(sources) -> tuple[int, object]:
+def read_sources(sources) -> tuple[int, Iterator[tuple[str, str, str]]]:
     """(document count, an iterator of (doc_id, source, text)) over every source (sorted
     by name, each in ingest order), read a record batch at a time."""
     paths = {name: RAW / f"{name}.parquet" for name in sorted(sources)}

@@ -14,8 +14,10 @@ Three passes over a scratch directory:
 The engine (nlrepro.data.engine) runs pass 1 on many parts in parallel and passes 2 and
 3 on the parts in order: the same files, so the same output for any number of workers.
 
-What grows with the corpus is bookkeeping: about 100 bytes per document that passes the
-quality rules in pass 2 (digest, band keys, flags), never the texts or the signatures.
+What grows with the corpus is bookkeeping, never the texts or the signatures: in pass 1
+the set of digests seen in the part (about 90 bytes per distinct document; in process
+the part is the whole corpus), in pass 2 about 130 bytes per document that passed the
+quality rules (digest, band keys, flags, sort buffers).
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from nlrepro.data.config import FilterConfig
-from nlrepro.data.filters import (FilterStats, MinHasher, _splitmix64, lsh_bands, normalize,
+from nlrepro.data.filters import (FilterStats, MinHasher, splitmix64, lsh_bands, normalize,
                                   quality_rule)
 from nlrepro.data.shards import iter_batches
 
@@ -85,7 +87,7 @@ def band_keys(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
     keys = np.zeros((sig.shape[0], bands), dtype=np.uint64)
     with np.errstate(over="ignore"):
         for r in range(rows):
-            keys = _splitmix64(keys ^ sig[:, r::rows][:, :bands].astype(np.uint64))
+            keys = splitmix64(keys ^ sig[:, r::rows][:, :bands].astype(np.uint64))
     return keys
 
 

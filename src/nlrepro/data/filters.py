@@ -103,7 +103,7 @@ def content_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _splitmix64(z: np.ndarray) -> np.ndarray:
+def splitmix64(z: np.ndarray) -> np.ndarray:
     """SplitMix64 finaliser: a strong 64-bit mixer (uint64 arithmetic wraps by design)."""
     z = z + np.uint64(0x9E3779B97F4A7C15)
     z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
@@ -112,15 +112,15 @@ def _splitmix64(z: np.ndarray) -> np.ndarray:
 
 
 class MinHasher:
-    """MinHash signatures of word shingles, vectorised over a document's shingles.
+    """MinHash signatures of word shingles, vectorised over a batch of documents.
 
     A document's words are ``text.lower().split()``; shingle ``i`` is words ``i..i+k-1``
     (one shingle of all words when there are fewer than ``k``). A word's 64-bit hash
     ``h(w)`` is ``splitmix64(len(w) * L + sum_t (w_t + 1) * P^t)`` over its UTF-8 bytes
     ``w_t`` (mod 2^64, ``P`` and ``L`` odd), computed for all words of a batch of
-    documents at once with array operations; a shingle's is ``g_i = splitmix64(sum_j c_j * h(w_{i+j}))``
-    with odd ``c_j``: the same k words in the same order give the same ``g``, others
-    collide with probability ~2^-64. Permutation ``p`` maps the low 32 bits ``x`` of
+    documents at once with array operations; a shingle's is
+    ``g_i = splitmix64(sum_j c_j * h(w_{i+j}))`` with odd ``c_j``: the same k words in the
+    same order give the same ``g``, others collide with probability ~2^-64. Permutation ``p`` maps the low 32 bits ``x`` of
     ``g`` to ``a_p * x + b_p`` (mod 2^32, ``a_p`` odd: a bijection), and the signature is
     the minimum of each over the shingles (uint32). The ``x`` are random 32-bit values,
     so two affine maps of them order the shingles nearly independently
@@ -174,7 +174,7 @@ class MinHasher:
             terms = (data.astype(np.uint64) + np.uint64(1)) * self._pow[pos]
             terms[space] = 0
             h = np.add.reduceat(terms, starts)  # word i: its bytes and its final space
-            return _splitmix64(h + lengths.astype(np.uint64) * self.L), counts
+            return splitmix64(h + lengths.astype(np.uint64) * self.L), counts
 
     def shingles(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """The 64-bit hashes ``g`` of every document's shingles, in order (with repeats:
@@ -195,7 +195,7 @@ class MinHasher:
                 term = self.c[j] * w[np.minimum(idx, w.size - 1)]
                 term[~inside] = 0
                 g += term
-            return _splitmix64(g), m
+            return splitmix64(g), m
 
     def signatures(self, texts: list[str]) -> np.ndarray:
         """(len(texts), num_perm) uint32: ``min_i (a_p * x_i + b_p) mod 2^32`` over each

@@ -3,8 +3,8 @@
 The parts of the plan (``parts.py``) are numbered in global order. Step ``FilterParts``
 runs pass 1 (``filter_stream.Part.first_pass``) on the parts of its rank
 (``parts.assign``) and names its files after the part, not the rank, so they are the
-same whichever task made them; ``Decide`` (one task) runs pass 2 on all parts in order. The stage process
-then runs pass 3 (``Parts.write_kept``). This module imports datatrove: import it only
+same whichever task made them; ``Decide`` (one task) runs pass 2 on all parts in order.
+The stage process then runs pass 3 (``Parts.write_kept``). This module imports datatrove: import it only
 when the engine runs.
 """
 from __future__ import annotations
