@@ -21,7 +21,6 @@ quality rules (digest, band keys, flags, sort buffers).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -34,8 +33,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from nlrepro.data.config import FilterConfig
-from nlrepro.data.filters import (FilterStats, MinHasher, splitmix64, lsh_bands, normalize,
-                                  quality_rule)
+from nlrepro.data.filters import (FilterStats, MinHasher, content_digest, lsh_bands,
+                                  normalize, quality_rule, splitmix64)
 from nlrepro.data.shards import iter_batches
 
 KEEP, EXACT, NEAR = 0, 1, 2
@@ -75,10 +74,6 @@ class DocWriter:
     def close(self) -> None:
         self.flush()
         self.writer.close()
-
-
-def content_digest(text: str) -> bytes:
-    return hashlib.sha256(text.encode("utf-8")).digest()
 
 
 def band_keys(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
@@ -126,7 +121,7 @@ def dedup_decisions(digests: np.ndarray, sig_chunks: Callable[[], Iterable[np.nd
     bands, rows = lsh_bands(cfg.num_perm, cfg.near_dup_threshold)
     shared = shared_bands(sig_chunks, n, bands, rows)
     # (band, the band's values) -> kept documents in it; rows are read again when needed
-    # (positioned reads of 1 KB) rather than cached, so memory stays a few bytes a document
+    # (positioned reads of num_perm * 4 bytes) rather than cached, so memory stays a few bytes a document
     kept_in: dict[tuple[int, bytes], list[int]] = defaultdict(list)
     for x in np.flatnonzero(shared.any(axis=1) & (rule == KEEP)).tolist():
         sig = sig_row(x)

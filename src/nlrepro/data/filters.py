@@ -99,8 +99,9 @@ def stopword_fraction(text: str) -> float:
     return hits / len(words) if words else 0.0
 
 
-def content_hash(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+def content_digest(text: str) -> bytes:
+    """SHA-256 of the text's UTF-8 bytes: the identity of exact duplicates."""
+    return hashlib.sha256(text.encode("utf-8")).digest()
 
 
 def splitmix64(z: np.ndarray) -> np.ndarray:
@@ -297,14 +298,14 @@ def filter_documents(docs: list[tuple[str, str, str]], cfg: FilterConfig,
     stats = FilterStats()
     kept: list[tuple[str, str, str]] = []
     raw_chars: list[int] = []  # dropped characters are counted as ingested
-    seen: set[str] = set()
+    seen: set[bytes] = set()
     for doc_id, source, raw in docs:
         on_doc()
         stats.count_in(source, len(raw))
         text = normalize(raw)
         rule = quality_rule(text, cfg)
         if rule is None:
-            digest = content_hash(text)
+            digest = content_digest(text)
             if digest in seen:
                 rule = "exact_dup"
             seen.add(digest)
